@@ -1,0 +1,49 @@
+"""Shared CLI pieces: options defined once, and the translation of user errors into clean messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from orchestrator.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Exceptions whose message is written for the user (which file/value, what is wrong, what to do).
+# Areas add their own error base classes here (data_prep.errors.PrepError, ...), imported lazily below.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, NotADirectoryError)
+
+
+def user_errors(fn):
+    """Decorator: turn the library's user-facing errors into ``click.ClickException`` (exit 1, no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _user_error_types() as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types = list(_USER_ERRORS)
+    try:  # data_prep's error type, when that package provides one
+        from data_prep.errors import PrepError
+
+        types.append(PrepError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+data_option = click.option(
+    "--data",
+    "data",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Prepared data directory (from `orch prep`). Default: the one recorded in ./orch.toml.",
+)

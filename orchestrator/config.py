@@ -1,0 +1,134 @@
+"""Typed, frozen configuration: one dataclass per concern.
+
+Dicts exist only at the Ray / MLflow / checkpoint boundary: ``TrainConfig.from_dict(d)`` is the first line of a
+trial, ``cfg.to_dict()`` is what MLflow logs as params and what a checkpoint stores so it can rebuild the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LOSSES = ("bce", "dice", "bce_dice")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value a user can fix: the message names the value and the valid choices."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[arg-type]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Build from a dict, ignoring unknown keys (forward compatibility of checkpoints) and missing ones
+        (defaults apply). Tuples are restored from lists."""
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        kwargs = {}
+        for k, v in d.items():
+            if k in known:
+                if isinstance(v, list):
+                    v = tuple(v)
+                kwargs[k] = v
+        return cls(**kwargs)  # type: ignore[call-arg]
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """A ResNet-UNet: encoder name from ``models.list_encoders()``; everything else has the reference defaults."""
+
+    encoder: str = "resnet34"
+    in_channels: int = 3
+    classes: int = 1
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    weights: str | None = None  # optional local ImageNet weights file for the encoder; nothing is downloaded
+
+
+@dataclass(frozen=True)
+class TrainConfig(_DictMixin):
+    """One training configuration: everything one trial of a sweep (or ``orch train``) needs."""
+
+    encoder: str = "resnet34"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 50
+    batch_size: int = 16
+    loss: str = "bce"
+    seed: int = 0
+    momentum: float = 0.9  # SGD only (RMSProp keeps torch's default of 0, as the paper's Keras-style setup)
+    weight_decay: float = 0.0
+    augment: bool = True
+    # Scaling knobs for CPU demos and CI: None means "the real thing".
+    max_steps: int | None = None  # optimizer steps per epoch
+    image_size: int | None = None  # train/evaluate at this square size (resized on the device)
+    max_eval_slices: int | None = None  # evaluate on at most this many slices (whole patients kept together)
+    eval_batch_size: int = 64
+    device: str = "auto"
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    cuda_graph: str = "auto"  # auto | on | off: capture the whole training step
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("amp", self.amp, ("auto", "bf16", "fp16", "off"))
+        _check_choice("cuda_graph", self.cuda_graph, ("auto", "on", "off"))
+        if not (self.lr > 0):
+            raise ConfigError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs!r} must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size!r} must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps={self.max_steps!r} must be >= 1 (or unset)")
+        if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
+            raise ConfigError(f"image_size={self.image_size!r} must be a multiple of 32 and >= 32 (or unset)")
+
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig(encoder=self.encoder, weights=self.weights)
+
+    @property
+    def short_name(self) -> str:
+        """A stable, human-readable id: ``resnet50-adam-lr1e-04``."""
+        return f"{self.encoder}-{self.optimizer}-lr{self.lr:.0e}"
+
+
+@dataclass(frozen=True)
+class TrackingConfig(_DictMixin):
+    """Where MLflow records go. ``tracking_uri=None`` means ``sqlite:///<workdir>/mlflow.db``."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None  # default: the sweep name
+    buffer_dir: str | None = None  # where records wait while the server is unreachable
+    log_models_top_k: int = 3
+
+
+@dataclass(frozen=True)
+class SweepConfig(_DictMixin):
+    """A sweep: a grid plus how to run it on Ray."""
+
+    name: str = "paper"
+    grid: str = "paper"
+    data: str = ""
+    storage: str = ""
+    address: str | None = None  # None: start a local Ray; "auto": join a running cluster
+    gpus_per_trial: float | None = None  # None: from the per-depth table
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    overrides: dict[str, Any] = field(default_factory=dict)  # applied to every TrainConfig of the grid
