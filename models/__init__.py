@@ -1,0 +1,70 @@
+"""The ResNet-UNet family: ``create_model("resnet34")`` or ``create_model(ModelConfig(...))``.
+
+No weights are downloaded: encoders start random unless a local torchvision weights file is given.
+This package never imports ``orchestrator``; a config is read by attribute (``encoder``, ``in_channels``,
+``classes``, ``decoder_channels``, ``weights``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from models.encoders import ENCODERS, EncoderSpec, ResNetEncoder
+from models.unet import ResNetUNet, UnetDecoder
+
+# Input normalisation (ImageNet statistics, so optional ImageNet encoder weights see what they were trained on).
+NORMALIZE_MEAN = (0.485, 0.456, 0.406)
+NORMALIZE_STD = (0.229, 0.224, 0.225)
+
+__all__ = [
+    "ENCODERS",
+    "EncoderSpec",
+    "NORMALIZE_MEAN",
+    "NORMALIZE_STD",
+    "ResNetEncoder",
+    "ResNetUNet",
+    "UnetDecoder",
+    "count_parameters",
+    "create_model",
+    "list_encoders",
+]
+
+
+def list_encoders() -> list[str]:
+    """Registered encoder names, shallowest first."""
+    return list(ENCODERS)
+
+
+def create_model(name_or_config: Any, **kwargs: Any) -> ResNetUNet:
+    """Build a ResNet-UNet from an encoder name or a ``ModelConfig``-like object.
+
+    ``kwargs`` (``in_channels``, ``classes``, ``decoder_channels``, ``weights``) override the config; ``None``
+    values are dropped so unset options keep the defaults. Raises ``ValueError`` listing the valid names for an
+    unknown encoder."""
+    if isinstance(name_or_config, str):
+        opts: dict[str, Any] = {"encoder": name_or_config}
+    else:
+        opts = {
+            k: getattr(name_or_config, k)
+            for k in ("encoder", "in_channels", "classes", "decoder_channels", "weights")
+            if getattr(name_or_config, k, None) is not None
+        }
+    opts.update({k: v for k, v in kwargs.items() if v is not None})
+    name = opts["encoder"]
+    if name not in ENCODERS:
+        raise ValueError(f"Unknown model encoder {name!r}; valid encoders: {', '.join(list_encoders())}")
+    encoder = ResNetEncoder(ENCODERS[name], in_channels=int(opts.get("in_channels", 3)))
+    if opts.get("weights"):
+        encoder.load_weights(opts["weights"])
+    return ResNetUNet(
+        encoder,
+        decoder_channels=tuple(opts.get("decoder_channels", (256, 128, 64, 32, 16))),
+        classes=int(opts.get("classes", 1)),
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable and not; BN running stats are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())

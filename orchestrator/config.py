@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -120,15 +121,22 @@ class TrackingConfig(_DictMixin):
 
 @dataclass(frozen=True)
 class SweepConfig(_DictMixin):
-    """A sweep: a grid plus how to run it on Ray."""
+    """A sweep: a grid plus how to run it on Ray (``orchestrator.sweep.run_sweep`` takes one)."""
 
-    name: str = "paper"
-    grid: str = "paper"
-    data: str = ""
-    storage: str = ""
-    address: str | None = None  # None: start a local Ray; "auto": join a running cluster
-    gpus_per_trial: float | None = None  # None: from the per-depth table
+    name: str | None = None  # experiment name; default: the grid's name
+    grid: str = "paper"  # a grid name (orchestrator/grids/*.csv) or the path of a grid CSV
+    data: str = ""  # prepared data directory (or URI) every worker node can read
+    storage: str = ""  # local path or URI (s3://...) holding <storage>/<name>/; default ./sweeps
+    address: str | None = None  # None: start a local Ray for this command; "auto": join a running cluster
+    gpus_per_trial: float | None = None  # None: per-encoder share (orchestrator.sweep.plan); >1: DDP
     cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    max_failures: int = 2
-    overrides: dict[str, Any] = field(default_factory=dict)  # applied to every TrainConfig of the grid
+    max_concurrent: int | None = None  # None: follows the cluster's resources
+    max_failures: int = 2  # trial-level retries (node loss, crash) before a trial is "error"
+    resume: bool = False  # require an existing sweep to restore (without it: restore when one exists)
+    restart_errored: bool = False  # on restore, rerun errored trials from scratch instead of from checkpoints
+    launcher: str = "auto"  # auto | inprocess | train (Ray Train TorchTrainer even for <= 1 GPU)
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields applied to every grid row
+
+    @property
+    def sweep_name(self) -> str:
+        return self.name or Path(self.grid).stem

@@ -1,0 +1,195 @@
+"""Finding the patients of an LGG tree on disk, whatever the depth, without counting any patient twice.
+
+The real public copies hold ``kaggle_3m/`` (sometimes twice: ``kaggle_3m/`` and
+``lgg-mri-segmentation/kaggle_3m/``), a ``data.csv`` per copy, and stray ``README.md`` / ``.DS_Store`` files.
+Slices are numbered 1..N; they are sorted numerically (``_2`` before ``_10``), never lexically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.errors import PrepError, Problem
+
+log = logging.getLogger(__name__)
+
+CSV_NAME = "data.csv"
+CSV_COLUMNS = [
+    "Patient", "RNASeqCluster", "MethylationCluster", "miRNACluster", "CNCluster", "RPPACluster",
+    "OncosignCluster", "COCCluster", "histological_type", "neoplasm_histologic_grade", "tumor_tissue_site",
+    "laterality", "tumor_location", "gender", "age_at_initial_pathologic", "race", "ethnicity", "death01",
+]
+# TCGA_<INST>_<ID>_<YYYYMMDD>; IDs can hold letters (TCGA_HT_A61B_19991127).
+PATIENT_DIR_RE = re.compile(r"^TCGA_([A-Za-z0-9]+)_([A-Za-z0-9]+)_(\d{8})$")
+_SLICE_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
+# Files that public copies carry and that mean nothing to prep.
+_IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+def _ignored(name: str) -> bool:
+    low = name.lower()
+    return low in _IGNORED_NAMES or low.startswith("readme") or name.startswith("._")
+
+
+@dataclass(frozen=True)
+class SliceSource:
+    """One slice: its number (1-based, as in the file name) and the image/mask paths (None when missing)."""
+
+    n: int
+    image: Path | None
+    mask: Path | None
+
+
+@dataclass
+class PatientSource:
+    """One patient folder: ``patient`` = first three ``_`` tokens of ``folder`` (the data.csv key)."""
+
+    patient: str
+    institution: str
+    folder: Path
+    slices: list[SliceSource] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    """What :func:`discover` found. ``problems`` are errors (validation), ``warnings`` are only reported."""
+
+    root: Path
+    patients: list[PatientSource]
+    csv_path: Path | None
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # folders skipped as identical second copies
+    ignored: list[str] = field(default_factory=list)  # stray files left out (README, .DS_Store, ...)
+
+
+def patient_id(folder_name: str) -> str:
+    """``TCGA_CS_4941_19960909`` -> ``TCGA_CS_4941`` (the data.csv ``Patient`` key)."""
+    return "_".join(folder_name.split("_")[:3])
+
+
+def discover(source: str | os.PathLike) -> Layout:
+    """Walk ``source`` (a ``kaggle_3m`` folder or any parent of it) and list patients, slices and data.csv."""
+    root = Path(source)
+    if not root.exists():
+        raise PrepError(f"source {root} does not exist: pass the kaggle_3m folder (or a folder above it)")
+    if not root.is_dir():
+        raise PrepError(f"source {root} is not a folder: pass the kaggle_3m folder (or a folder above it)")
+    folders: list[Path] = []
+    csvs: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        keep = []
+        for d in dirnames:
+            if PATIENT_DIR_RE.match(d):
+                folders.append(here / d)  # a patient folder: don't descend into it
+            elif not d.startswith("."):
+                keep.append(d)
+        dirnames[:] = keep
+        csvs += [here / f for f in filenames if f == CSV_NAME]
+    lay = Layout(root=root, patients=[], csv_path=None)
+    chosen = _dedupe_folders(folders, lay)
+    for folder in chosen:
+        lay.patients.append(_scan_patient(folder, lay))
+    lay.patients.sort(key=lambda p: p.patient)
+    lay.csv_path = _choose_csv(csvs, chosen, lay)
+    if not lay.patients:
+        raise PrepError(
+            f"no patient folders (TCGA_<INST>_<ID>_<YYYYMMDD>) found under {root}: pass the kaggle_3m folder "
+            "of the LGG dataset or a folder above it (or try `orch synth OUT` for a synthetic one)"
+        )
+    return lay
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((e.name, e.stat().st_size) for e in os.scandir(folder) if e.is_file() and not _ignored(e.name))
+
+
+def _dedupe_folders(folders: list[Path], lay: Layout) -> list[Path]:
+    """Keep one folder per patient id: the shallowest copy. An identical second copy (same file names and
+    sizes) is skipped quietly; a differing one, or two scan dates for one patient, is a problem."""
+    by_pid: dict[str, list[Path]] = {}
+    for f in folders:
+        by_pid.setdefault(patient_id(f.name), []).append(f)
+    chosen = []
+    for pid, group in sorted(by_pid.items()):
+        group.sort(key=lambda p: (len(p.parts), str(p)))
+        first = group[0]
+        chosen.append(first)
+        for other in group[1:]:
+            if other.name == first.name and _listing(other) == _listing(first):
+                lay.duplicates.append(str(other))
+                log.info("skipping %s: identical copy of %s", other, first)
+            else:
+                lay.problems.append(Problem(
+                    str(other), f"a second, different folder for patient {pid} (the first is {first})",
+                    "keep one copy of each patient and remove the other", scope="patient", patient=pid))
+    return chosen
+
+
+def _scan_patient(folder: Path, lay: Layout) -> PatientSource:
+    m = PATIENT_DIR_RE.match(folder.name)
+    assert m is not None
+    pat = PatientSource(patient_id(folder.name), m.group(1), folder)
+    images: dict[int, Path] = {}
+    masks: dict[int, Path] = {}
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = e.name
+        if _ignored(name) or e.is_dir():
+            if not e.is_dir():
+                lay.ignored.append(e.path)
+            continue
+        sm = _SLICE_RE.match(name)
+        if sm is None:
+            lay.ignored.append(e.path)
+            lay.warnings.append(f"{e.path}: not a slice or mask file name; ignored")
+            continue
+        if sm.group("stem") != folder.name:
+            lay.problems.append(Problem(
+                e.path, f"file is named for another scan than its folder {folder.name}",
+                "move it into its own patient folder or delete it", patient=pat.patient, slice=int(sm.group("n"))))
+            continue
+        (masks if sm.group("mask") else images)[int(sm.group("n"))] = Path(e.path)
+    for n in sorted(set(images) | set(masks)):  # numeric order: 2 before 10
+        img, msk = images.get(n), masks.get(n)
+        if img is None:
+            lay.problems.append(Problem(str(msk), "mask without its image",
+                                        f"add {folder.name}_{n}.tif or delete the mask", patient=pat.patient, slice=n))
+        elif msk is None:
+            lay.problems.append(Problem(str(img), "mask file missing",
+                                        f"add {folder.name}_{n}_mask.tif (256x256, 0/255) beside it",
+                                        patient=pat.patient, slice=n))
+        pat.slices.append(SliceSource(n, img, msk))
+    numbers = [s.n for s in pat.slices]
+    if not numbers:
+        lay.problems.append(Problem(str(folder), "patient folder holds no slices",
+                                    "delete the empty folder or restore its files", scope="patient",
+                                    patient=pat.patient))
+    elif numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+        lay.warnings.append(f"{folder}: slice numbers are not 1..N without gaps (missing {missing[:10]})")
+    return pat
+
+
+def _choose_csv(csvs: list[Path], chosen: list[Path], lay: Layout) -> Path | None:
+    """Prefer the data.csv beside the patient folders; identical copies elsewhere are fine, differing ones not."""
+    if not csvs:
+        lay.problems.append(Problem(
+            str(lay.root / CSV_NAME), "no data.csv found", "put the dataset's data.csv beside the patient folders",
+            scope="csv"))
+        return None
+    parents = {f.parent for f in chosen}
+    csvs = sorted(csvs, key=lambda p: (p.parent not in parents, len(p.parts), str(p)))
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in csvs}
+    for other in csvs[1:]:
+        if digest[other] != digest[csvs[0]]:
+            lay.problems.append(Problem(
+                str(other), f"differs from {csvs[0]}, which is used",
+                "keep one data.csv (or make the copies identical)", scope="csv"))
+    return csvs[0]

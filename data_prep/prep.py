@@ -1,0 +1,265 @@
+"""``orch prep SOURCE OUT``: LGG TIFF slices + data.csv -> validated, split, sharded HDF5 and a manifest.
+
+Two passes over the source, both parallel over patients:
+
+1. validate: decode every slice, check formats, digest the content; collect every problem (nothing written).
+2. write: one shard per patient (``shards/<patient>.h5``), reusing a shard already in OUT when it was built from
+   the same content and verifies; then the metadata tables, and the manifest last.
+
+Every file lands by temp file + rename, so a run killed at any moment (kill -9) leaves either nothing or
+complete shards; the next run reuses those and produces byte-identical output.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from data_prep import metadata as md
+from data_prep.errors import PrepError, Problem, ValidationFailed
+from data_prep.layout import PatientSource, discover
+from data_prep.shards import (FORMAT_VERSION, SHARD_DIR, check_shard, file_sha256, shard_name, write_shard)
+from data_prep.split import split_patients
+from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE, load_slice, slice_digest
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+METADATA = "metadata.parquet"
+METADATA_RAW = "metadata_raw.parquet"
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as patients finish ("validate", then "write")."""
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    """Everything that shapes a prep run. Output depends on all fields except ``workers``."""
+
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    split_seed: int = 0
+    skip_invalid: bool = False
+    workers: int = 2
+    max_missing_frac: float = 0.5  # rows missing more than this fraction of fields are flagged incomplete
+    numeric_fill: str = "median"  # or "mean", for numeric metadata columns
+    compression: str = "lzf"  # or "gzip" (with compression_level); see BENCHMARKS.md "Data prep"
+    compression_level: int | None = None
+
+    def check(self) -> None:
+        from data_prep.shards import _filters
+        from data_prep.split import split_sizes
+
+        split_sizes(10, self.val_frac, self.test_frac)
+        _filters(self.compression, self.compression_level)
+        if not 0 <= self.max_missing_frac <= 1:
+            raise ValueError(f"max_missing_frac={self.max_missing_frac}: must be in [0, 1]")
+        if self.numeric_fill not in md.NUMERIC_FILLS:
+            raise ValueError(f"numeric_fill={self.numeric_fill!r}: choose one of {', '.join(md.NUMERIC_FILLS)}")
+        if self.workers < 1:
+            raise ValueError(f"workers={self.workers}: need at least 1")
+
+
+@dataclass
+class _Scan:
+    """Pass-1 result for one patient: which slices are good, their tumour pixel counts, content digest."""
+
+    patient: str
+    institution: str
+    good: list[int] = field(default_factory=list)
+    tumour_pixels: list[int] = field(default_factory=list)
+    digest: str = ""
+    problems: list[Problem] = field(default_factory=list)
+    bytes_in: int = 0
+
+
+def _scan(pat: PatientSource, salt: str) -> _Scan:
+    out = _Scan(pat.patient, pat.institution)
+    h = hashlib.sha256(salt.encode())
+    for s in pat.slices:
+        image, mask, problems, n = load_slice(s, pat.patient)
+        out.bytes_in += n
+        out.problems += problems
+        if image is not None and not problems:
+            out.good.append(s.n)
+            out.tumour_pixels.append(int(mask.sum()))
+            h.update(slice_digest(s.n, image, mask))
+    out.digest = h.hexdigest()
+    return out
+
+
+def _build(pat: PatientSource, good: list[int], fingerprint: str, path: Path, known_sha: str | None,
+           compression: str, level: int | None) -> dict:
+    """Pass 2 for one patient: reuse the shard at ``path`` when sound and built from this content, else write it."""
+    reused = False
+    if path.exists():
+        if known_sha is not None:  # listed in the previous manifest: its hash proves the bytes
+            reused = check_shard(path, fingerprint, sha256=known_sha, slices=len(good)) is None
+        else:  # left by a killed run: verify every chunk's checksum
+            reused = check_shard(path, fingerprint, slices=len(good)) is None
+        if not reused:
+            log.info("rebuilding shard %s", path.name)
+    if not reused:
+        by_n = {s.n: s for s in pat.slices}
+        images = np.empty((len(good), *IMAGE_SHAPE), np.uint8)
+        masks = np.empty((len(good), *MASK_SHAPE), np.uint8)
+        for i, n in enumerate(good):
+            image, mask, problems, _ = load_slice(by_n[n], pat.patient)
+            if image is None:
+                raise PrepError(f"{problems[0] if problems else by_n[n].image}: changed while prep was running; "
+                                "rerun `orch prep` once the source is stable")
+            images[i], masks[i] = image, mask
+        write_shard(path, pat.patient, np.array(good), images, masks, fingerprint, compression, level)
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size, "reused": reused}
+
+
+def _run(fn: Callable, tasks: list[tuple], workers: int, stage: str, progress: ProgressFn | None) -> list:
+    """``[fn(*t) for t in tasks]`` over ``workers`` processes (in order), reporting progress as tasks finish."""
+    total = len(tasks)
+    if progress:
+        progress(stage, 0, total)
+    if workers <= 1 or total <= 1:
+        results = []
+        for i, t in enumerate(tasks):
+            results.append(fn(*t))
+            if progress:
+                progress(stage, i + 1, total)
+        return results
+    # spawn: the caller may hold threads (a progress bar, Ray); forking those is unsafe.
+    with cf.ProcessPoolExecutor(min(workers, total), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
+        results: list = [None] * total
+        for done, fut in enumerate(cf.as_completed(futures), 1):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(stage, done, total)
+    return results
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOptions | None = None,
+            progress: ProgressFn | None = None, **overrides) -> dict:
+    """Validate ``source`` (an LGG tree) and write the prepared directory ``out``; returns the manifest.
+
+    ``overrides`` are :class:`PrepOptions` fields (``prepare(src, out, workers=1)``). Raises
+    :class:`~data_prep.errors.ValidationFailed` listing every problem (and writes nothing) unless
+    ``skip_invalid``, which instead leaves the bad slices out and records them in ``manifest["excluded"]``.
+    """
+    opts = (options or PrepOptions()).__class__(**{**asdict(options or PrepOptions()), **overrides})
+    try:
+        opts.check()
+    except ValueError as e:
+        raise PrepError(str(e)) from e
+    source, out = Path(source).resolve(), Path(out).resolve()
+    lay = discover(source)
+    raw, csv_problems, csv_warnings = md.read_csv(lay.csv_path)
+    salt = f"v{FORMAT_VERSION}:{opts.compression}:{opts.compression_level}"
+    scans: list[_Scan] = _run(_scan, [(p, salt) for p in lay.patients], opts.workers, "validate", progress)
+    problems = lay.problems + csv_problems + [p for s in scans for p in s.problems]
+    if problems and not opts.skip_invalid:
+        raise ValidationFailed(problems, str(source), str(out))
+    kept = [(p, s) for p, s in zip(lay.patients, scans) if s.good]
+    if not kept:
+        raise PrepError(f"no valid slice left under {source}: every slice has a problem (see above)")
+    warnings = lay.warnings + csv_warnings
+    for p in problems:
+        log.warning("excluded %s", p)
+
+    ids = [p.patient for p, _ in kept]
+    no_row, no_images = md.join_warnings(raw, ids, lay.csv_path)
+    warnings += [f"{pid}: has images but no row in data.csv (metadata imputed)" for pid in no_row]
+    warnings += [f"{pid}: row in data.csv but no images" for pid in no_images]
+    for w in warnings:
+        log.warning("%s", w)
+    table, imputation = md.clean(raw, ids, opts.max_missing_frac, opts.numeric_fill)
+    split = split_patients([(p.patient, p.institution) for p, _ in kept], opts.val_frac, opts.test_frac,
+                           opts.split_seed)
+
+    # ---- pass 2: write. Only now is OUT touched.
+    shard_dir = out / SHARD_DIR
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    old = _read_old_manifest(out)
+    for stale in shard_dir.glob("*.tmp"):
+        stale.unlink()
+    tasks = []
+    for pat, scan in kept:
+        path = shard_dir / shard_name(pat.patient)
+        tasks.append((pat, scan.good, scan.digest, path, old.get(f"{SHARD_DIR}/{path.name}"),
+                      opts.compression, opts.compression_level))
+    built = _run(_build, tasks, opts.workers, "write", progress)
+    wanted = {shard_name(p.patient) for p, _ in kept}
+    for f in shard_dir.glob("*.h5"):
+        if f.name not in wanted:
+            f.unlink()
+
+    _atomic_write(out / METADATA_RAW, lambda t: raw.to_parquet(t, index=False))
+    _atomic_write(out / METADATA, lambda t: table.to_parquet(t, index=False))
+    shards = []
+    for (pat, scan), b in zip(kept, built):
+        shards.append({"file": f"{SHARD_DIR}/{shard_name(pat.patient)}", "sha256": b["sha256"],
+                       "patients": [pat.patient], "slices": len(scan.good),
+                       "tumour_slices": int(np.count_nonzero(scan.tumour_pixels)), "bytes": b["bytes"]})
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "patients": len(kept),
+        "slices": sum(s["slices"] for s in shards),
+        "tumour_slices": sum(s["tumour_slices"] for s in shards),
+        "tumour_pixels": int(sum(sum(s.tumour_pixels) for _, s in kept)),
+        "image_shape": list(IMAGE_SHAPE),
+        "mask_shape": list(MASK_SHAPE),
+        "shards": shards,
+        "split": {"seed": opts.split_seed, "val_frac": opts.val_frac, "test_frac": opts.test_frac, **split},
+        "institutions": {p.patient: p.institution for p, _ in kept},
+        "excluded": [p.to_excluded() for p in problems],
+        "warnings": warnings,
+        "duplicates_skipped": lay.duplicates,
+        "ignored_files": lay.ignored,
+        "source": {
+            "path": str(source),
+            "data_csv": str(lay.csv_path) if lay.csv_path else None,
+            "data_csv_sha256": file_sha256(lay.csv_path) if lay.csv_path else None,
+            "bytes": sum(s.bytes_in for s in scans) + (lay.csv_path.stat().st_size if lay.csv_path else 0),
+        },
+        "metadata": {"file": METADATA, "raw_file": METADATA_RAW, "patients_without_csv_row": no_row,
+                     "csv_rows_without_images": no_images, **imputation},
+        "storage": {"compression": opts.compression, "compression_level": opts.compression_level,
+                    "chunks": "one slice per chunk", "fletcher32": True},
+        "bytes_out": sum(s["bytes"] for s in shards),
+    }
+    _atomic_write(out / MANIFEST, lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
+    reused = sum(b["reused"] for b in built)
+    log.info("prepared %d patients (%d shards reused) into %s", len(kept), reused, out)
+    return manifest
+
+
+def _read_old_manifest(out: Path) -> dict[str, str]:
+    """``{shard file: sha256}`` of a previous complete run in ``out``, then remove that manifest: from here on the
+    shards may change, and a manifest must never describe shards it does not match."""
+    path = out / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        old = {s["file"]: s["sha256"] for s in json.loads(path.read_text()).get("shards", [])}
+    except (ValueError, KeyError, TypeError):
+        old = {}
+    path.unlink()
+    return old
+
+
+def iter_problems(problems: Iterable[Problem]) -> list[dict]:
+    """Problems as plain dicts (for JSON reports)."""
+    return [p.to_dict() for p in problems]

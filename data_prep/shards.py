@@ -1,0 +1,121 @@
+"""The HDF5 shard format: writer, checksum and verification live together with the format's constants.
+
+One shard per patient, ``OUT/shards/<patient>.h5``::
+
+    image    (N, 256, 256, 3) uint8    one chunk per slice, lossless compression, fletcher32
+    mask     (N, 256, 256)    uint8    {0, 1}, same chunking/filters
+    patient  (N,)             utf-8 strings
+    slice    (N,)             int32    the slice number of the source file name (1-based)
+    attrs: format_version, patient, fingerprint (sha256 of the source content the shard was built from)
+
+Shards are byte-deterministic (no timestamps: ``track_times=False``; fixed library version bounds), written to a
+temporary file, flushed to disk and renamed into place, so a shard at its final name is always complete.
+Metadata blocks carry HDF5's own checksums (libver v110) and data chunks fletcher32, so damage is detectable
+without the manifest; the manifest's sha256 catches everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SHARD_DIR = "shards"
+COMPRESSIONS = ("lzf", "gzip")  # built-in h5py filters only: the GPU machine has no hdf5plugin
+_LIBVER = ("v110", "v110")
+
+
+def shard_name(patient: str) -> str:
+    return f"{patient}.h5"
+
+
+def _filters(compression: str, level: int | None) -> dict:
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression={compression!r}: choose one of {', '.join(COMPRESSIONS)}")
+    opts = None if compression == "lzf" else (4 if level is None else level)
+    # shuffle would be a no-op on 1-byte elements, so it is left off.
+    return {"compression": compression, "compression_opts": opts, "fletcher32": True, "track_times": False}
+
+
+def write_shard(path: Path, patient: str, slices: np.ndarray, images: np.ndarray, masks: np.ndarray,
+                fingerprint: str, compression: str = "lzf", level: int | None = None) -> None:
+    """Write one patient's shard atomically: ``path.tmp`` -> fsync -> rename to ``path``.
+
+    ``images`` (N, 256, 256, 3) uint8, ``masks`` (N, 256, 256) uint8 {0,1}, ``slices`` (N,) int.
+    """
+    n = len(slices)
+    tmp = path.with_name(path.name + ".tmp")
+    filt = _filters(compression, level)
+    with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as f:
+        f.create_dataset("image", data=images, chunks=(1, *images.shape[1:]), **filt)
+        f.create_dataset("mask", data=masks, chunks=(1, *masks.shape[1:]), **filt)
+        f.create_dataset("patient", data=np.array([patient] * n, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"), track_times=False)
+        f.create_dataset("slice", data=np.asarray(slices, dtype=np.int32), track_times=False)
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["patient"] = patient
+        f.attrs["fingerprint"] = fingerprint
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_shard(path: Path, fingerprint: str | None = None, sha256: str | None = None,
+                slices: int | None = None) -> str | None:
+    """Why the shard at ``path`` cannot be trusted, or None when it is sound.
+
+    Reads every chunk (fletcher32 and HDF5 metadata checksums verify on read), and compares the optional
+    expectations: the source ``fingerprint`` it must have been built from, the manifest's ``sha256`` and slice
+    count. Cost: one full decompression of the shard.
+    """
+    if not path.exists():
+        return "missing"
+    if sha256 is not None:
+        got = file_sha256(path)
+        if got != sha256:
+            return f"sha256 {got[:12]}... differs from the manifest's {sha256[:12]}..."
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format_version") != FORMAT_VERSION:
+                return f"format_version {f.attrs.get('format_version')} is not {FORMAT_VERSION}"
+            if fingerprint is not None and f.attrs.get("fingerprint") != fingerprint:
+                return "built from different source data"
+            n = f["slice"].shape[0]
+            if slices is not None and n != slices:
+                return f"holds {n} slices, the manifest says {slices}"
+            if f["image"].shape[0] != n or f["mask"].shape[0] != n or f["patient"].shape[0] != n:
+                return "datasets have different lengths"
+            for name in ("image", "mask"):
+                ds = f[name]
+                buf = np.empty(ds.shape[1:], ds.dtype)
+                for i in range(n):  # chunk by chunk: bounded memory, every checksum read
+                    ds.read_direct(buf, np.s_[i])
+    except (OSError, KeyError, ValueError) as e:
+        return f"unreadable or failed its checksum ({e})"
+    return None
+
+
+def read_shard_into(path: Path, rows: np.ndarray | None, image_out: np.ndarray, mask_out: np.ndarray) -> None:
+    """Read a shard's images/masks into preallocated arrays; ``rows`` selects slices (None: all of them)."""
+    with h5py.File(path, "r") as f:
+        if rows is None:
+            f["image"].read_direct(image_out)
+            f["mask"].read_direct(mask_out)
+        else:
+            image_out[...] = f["image"][rows]
+            mask_out[...] = f["mask"][rows]

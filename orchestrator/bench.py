@@ -1,0 +1,211 @@
+"""``orch bench``: images/s of one training step per encoder depth, three ways, in one run.
+
+- ``naive``: fp32, eager, NCHW, a float batch already on the device, default Adam (what a plain script does);
+- ``loop``: our step -- uint8 data on the device, gather + GPU augmentation + normalisation, bf16 autocast,
+  channels-last, fused Adam -- eager;
+- ``loop_graph``: the same step captured as one CUDA graph (what ``fit`` runs when ``cuda_graph`` is on/auto).
+
+Each variant: warm-up steps, then ``steps`` timed steps (host clock around a device sync), peak device memory.
+Also: eval forward images/s, and a projection of the paper grid's wall time (45 configurations x 50 epochs;
+9 configurations per depth) on this machine. On a CPU it runs small sizes and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import create_model
+from orchestrator.config import TrainConfig
+from orchestrator.training.data import BatchMaker, DeviceSplit
+from orchestrator.training.step import TrainStep, autocast, make_loss, make_optimizer, resolve_amp
+
+log = logging.getLogger(__name__)
+
+# Bare captured bf16 channels-last step, one H200, batch 16, 256x256 (../shared/DESIGN.md), images/s.
+H200_CEILING = {"resnet18": 2018, "resnet34": 1673, "resnet50": 1269, "resnet101": 937, "resnet152": 737}
+PAPER_EPOCHS, CONFIGS_PER_DEPTH = 50, 9  # 3 optimizers x 3 learning rates
+FULL_TRAIN_SLICES, FULL_EVAL_SLICES = 3143, 786  # ~80 % / 20 % of LGG's 3,929 slices (default 0.1/0.1 split)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    encoders: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    batch_size: int = 16
+    image_size: int = 256
+    steps: int = 30
+    warmup: int = 8
+    slices: int = 256  # synthetic uint8 slices kept on the device for the loop variants
+    device: str = "auto"
+    train_slices: int = FULL_TRAIN_SLICES
+    eval_slices: int = FULL_EVAL_SLICES
+    variants: tuple[str, ...] = ("naive", "loop", "loop_graph")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _time(fn, n: int, device: torch.device) -> float:
+    """Seconds for ``n`` calls of ``fn`` (device work included)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def synthetic_split(n: int, size: int, device: torch.device, seed: int = 0) -> DeviceSplit:
+    """``n`` uint8 slices with a random blob mask each, made directly on ``device`` (no files)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    images = torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = torch.rand(n, 2, generator=g) * size
+    r = (0.05 + 0.1 * torch.rand(n, generator=g)) * size
+    masks = (((yy[None] - c[:, 0, None, None]) ** 2 + (xx[None] - c[:, 1, None, None]) ** 2) < r[:, None, None] ** 2)
+    return DeviceSplit("bench", images.to(device), masks.to(torch.uint8).to(device),
+                       np.array([f"P{i // 32}" for i in range(n)]), np.arange(n))
+
+
+def _naive(encoder: str, cfg: BenchConfig, device: torch.device) -> tuple[float, float | None]:
+    model = create_model(encoder).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
+    y = (torch.rand(cfg.batch_size, 1, cfg.image_size, cfg.image_size, device=device) > 0.99).float()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        opt.step()
+
+    _time(step, cfg.warmup, device)
+    _peak_reset(device)
+    secs = _time(step, cfg.steps, device)
+    return cfg.batch_size * cfg.steps / secs, _peak_gib(device)
+
+
+def _loop(encoder: str, cfg: BenchConfig, device: torch.device, split: DeviceSplit, graph: bool) -> dict[str, Any]:
+    tcfg = TrainConfig(encoder=encoder, batch_size=cfg.batch_size, lr=1e-4)
+    torch.manual_seed(0)
+    model = create_model(encoder).to(device).to(memory_format=torch.channels_last)
+    opt = make_optimizer(model.parameters(), tcfg, device)
+    amp = resolve_amp("auto", device)
+    make = BatchMaker(split)
+    step = TrainStep(model, opt, make_loss("bce"), make, device, amp, None, mode="graph" if graph else "eager")
+    perm = torch.randperm(len(split), device=device)
+    batches = [perm[i : i + cfg.batch_size] for i in range(0, len(split) - cfg.batch_size + 1, cfg.batch_size)]
+    k = iter(range(10**9))
+
+    def one() -> None:
+        step(batches[next(k) % len(batches)])
+
+    _time(one, cfg.warmup, device)  # includes the graph warm-up and capture
+    _peak_reset(device)
+    secs = _time(one, cfg.steps, device)
+    out = {"img_per_s": cfg.batch_size * cfg.steps / secs, "peak_gib": _peak_gib(device), "amp": str(amp),
+           "mode": step.mode, "capture_error": step.timings.get("capture_error")}
+    if not graph:  # eval forward throughput (batch 64, no grad), for the projection
+        model.eval()
+        idx = torch.arange(min(64, len(split)), device=device)
+        x, _ = make(idx, augment=False)
+
+        @torch.no_grad()
+        def fwd() -> None:
+            with autocast(device, amp):
+                model(x)
+
+        _time(fwd, 3, device)
+        out["eval_img_per_s"] = len(idx) * 10 / _time(fwd, 10, device)
+    del step, opt, model
+    return out
+
+
+def _variant(variant: str, enc: str, cfg: BenchConfig, device: torch.device, split: DeviceSplit) -> dict[str, Any]:
+    if variant == "naive":  # torch's defaults, as a plain script runs: no cudnn autotuning
+        torch.backends.cudnn.benchmark = False
+        ips, peak = _naive(enc, cfg, device)
+        return {"naive_img_per_s": ips, "naive_peak_gib": peak}
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit() sets it
+    r = _loop(enc, cfg, device, split, graph=variant == "loop_graph")
+    out = {f"{variant}_img_per_s": r["img_per_s"], f"{variant}_peak_gib": r["peak_gib"], "amp": r["amp"],
+           f"{variant}_mode": r["mode"]}
+    if r.get("eval_img_per_s"):
+        out["eval_img_per_s"] = r["eval_img_per_s"]
+    if r.get("capture_error"):
+        out[f"{variant}_capture_error"] = r["capture_error"]
+    return out
+
+
+def run_bench(cfg: BenchConfig, json_path: str | Path | None = None, on_row=None) -> list[dict[str, Any]]:
+    """Benchmark every encoder of ``cfg``; returns one row per encoder (also appended to ``json_path`` as JSON
+    lines, and passed to ``on_row`` as each finishes)."""
+    device = torch.device("cuda" if (cfg.device == "auto" and torch.cuda.is_available()) else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+        log.warning("no CUDA device: benchmarking on the CPU at small sizes; figures are not GPU figures")
+    split = synthetic_split(max(cfg.slices, cfg.batch_size), cfg.image_size, device)
+    rows = []
+    for enc in cfg.encoders:
+        row: dict[str, Any] = {"device": name, "encoder": enc, "batch_size": cfg.batch_size,
+                               "image_size": cfg.image_size, "steps": cfg.steps, "torch": torch.__version__}
+        for variant in cfg.variants:
+            if variant == "loop_graph" and device.type != "cuda":
+                continue
+            try:
+                row.update(_variant(variant, enc, cfg, device, split))
+            except Exception as e:  # one failing variant (e.g. out of memory) must not lose the others
+                log.exception("bench %s %s failed", enc, variant)
+                row[f"{variant}_error"] = f"{type(e).__name__}: {e}"[:300]
+        row.update(_projection(row, cfg))
+        if "H200" in name and enc in H200_CEILING:
+            row["design_ceiling_img_per_s"] = H200_CEILING[enc]
+        rows.append(row)
+        if json_path:
+            with open(json_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if on_row:
+            on_row(row)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _projection(row: dict[str, Any], cfg: BenchConfig) -> dict[str, float]:
+    """Hours for this depth's 9 paper configurations x 50 epochs, run one after another on this device."""
+    best = max(row.get("loop_graph_img_per_s") or 0.0, row.get("loop_img_per_s") or 0.0)
+    out: dict[str, float] = {}
+    eval_s = cfg.eval_slices / row["eval_img_per_s"] if row.get("eval_img_per_s") else 0.0
+    for key, ips in (("naive", row.get("naive_img_per_s")), ("ours", best or None)):
+        if ips:
+            epoch_s = cfg.train_slices / ips + eval_s
+            out[f"paper_hours_{key}"] = CONFIGS_PER_DEPTH * PAPER_EPOCHS * epoch_s / 3600
+    return out
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Whole-grid projection (sum over depths) in hours."""
+    return {k: sum(r.get(k, 0.0) for r in rows) for k in ("paper_hours_naive", "paper_hours_ours")}

@@ -1,0 +1,123 @@
+"""``orch synth`` and ``orch prep``: glue between the command line and :mod:`data_prep`."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+import click
+
+from orchestrator import workdir
+from orchestrator.cli.common import user_errors
+
+
+def _default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@contextmanager
+def _progress_bar():
+    """A rich progress bar with one row per stage; yields the ``progress(stage, done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    labels = {"validate": "validating slices (patients)", "write": "writing shards (patients)",
+              "verify": "verifying shards"}
+    with Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield progress
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+@click.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--patients", type=click.IntRange(min=1), default=6, show_default=True, help="Number of patients.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
+@user_errors
+def synth_cmd(out: str, patients: int, seed: int) -> None:
+    """Write a synthetic dataset in the exact LGG layout (OUT/kaggle_3m/...): try every command without the data."""
+    from data_prep.synth import make_synthetic
+
+    root = make_synthetic(out, patients=patients, seed=seed)
+    click.echo(f"wrote {patients} synthetic patients to {root}")
+
+
+@click.command("prep")
+@click.argument("paths", nargs=-1, metavar="SOURCE OUT")
+@click.option("--verify", "verify_only", is_flag=True, help="Only recheck the shards of OUT: `orch prep --verify OUT`.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Leave out bad slices/patients (recorded in manifest 'excluded') instead of stopping.")
+@click.option("--workers", type=click.IntRange(min=1), default=_default_workers, show_default="min(2, cores)",
+              help="Worker processes.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Fraction of patients for validation.")
+@click.option("--test-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Fraction of patients for test.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the patient split.")
+@click.option("--max-missing-frac", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Flag metadata rows missing more than this fraction of fields as incomplete.")
+@click.option("--numeric-fill", type=click.Choice(["median", "mean"]), default="median", show_default=True,
+              help="Imputation for numeric metadata columns (categorical codes use the mode).")
+@click.option("--compression", type=click.Choice(["lzf", "gzip"]), default="lzf", show_default=True,
+              help="Lossless shard compression (built-in HDF5 filters).")
+@click.option("--compression-level", type=click.IntRange(0, 9), default=None, help="gzip level (default 4).")
+@user_errors
+def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, workers: int, val_frac: float,
+             test_frac: float, split_seed: int, max_missing_frac: float, numeric_fill: str, compression: str,
+             compression_level: int | None) -> None:
+    """Validate SOURCE (an LGG kaggle_3m tree or a folder above it) and write sharded HDF5 + manifest to OUT.
+
+    \b
+    orch prep kaggle_3m/ prepared/         # validate everything, then write; records OUT in ./orch.toml
+    orch prep --verify prepared/           # recheck every shard's checksum
+    """
+    from data_prep import PrepOptions, prepare, verify
+
+    if verify_only:
+        if len(paths) != 1:
+            raise click.UsageError("--verify takes exactly one path: orch prep --verify OUT")
+        with _progress_bar() as progress:
+            summary = verify(paths[0], progress=progress)
+        click.echo(f"{paths[0]}: all {summary['shards']} shards verify ({summary['slices']} slices)")
+        return
+    if len(paths) != 2:
+        raise click.UsageError("expected SOURCE and OUT: orch prep SOURCE OUT (or orch prep --verify OUT)")
+    source, out = paths
+    opts = PrepOptions(val_frac=val_frac, test_frac=test_frac, split_seed=split_seed, skip_invalid=skip_invalid,
+                       workers=workers, max_missing_frac=max_missing_frac, numeric_fill=numeric_fill,
+                       compression=compression, compression_level=compression_level)
+    t0 = time.perf_counter()
+    with _progress_bar() as progress:
+        m = prepare(source, out, options=opts, progress=progress)
+    seconds = time.perf_counter() - t0
+    recorded = workdir.record_prepared(out)
+    sp = m["split"]
+    b_in, b_out = m["source"]["bytes"], m["bytes_out"]
+    click.echo(
+        f"prepared {m['patients']} patients, {m['slices']} slices ({m['tumour_slices']} with tumour) "
+        f"in {seconds:.1f} s with {workers} worker(s)\n"
+        f"  split (seed {sp['seed']}): {len(sp['train'])} train / {len(sp['val'])} val / {len(sp['test'])} test "
+        f"patients\n"
+        f"  excluded: {len(m['excluded'])}; warnings: {len(m['warnings'])}; "
+        f"metadata imputed for {len(m['metadata']['imputed_patients'])} patient(s), "
+        f"{len(m['metadata']['incomplete'])} flagged incomplete\n"
+        f"  bytes in {_mb(b_in)}, out {_mb(b_out)} ({b_out / max(b_in, 1):.2f}x)\n"
+        f"  -> {out} (recorded in {recorded})"
+    )
+    for e in m["excluded"][:20]:
+        click.echo(f"  excluded {e['path']}: {e['reason']}", err=True)
+    for w in m["warnings"][:20]:
+        click.echo(f"  warning: {w}", err=True)
+
+
+COMMANDS = [synth_cmd, prep_cmd]

@@ -1,0 +1,102 @@
+"""``orch sweep``: glue between the command line and ``orchestrator.sweep`` (parse, build a SweepConfig, call
+``run_sweep`` or ``dry_run``, print)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import workdir
+from orchestrator.cli.common import data_option, user_errors
+from orchestrator.config import LOSSES, SweepConfig, TrackingConfig
+
+
+def _plan_table(plans, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "trial id", "encoder", "optimizer", "lr", "epochs", "loss", "batch", "GPU", "CPU", "runs in"):
+        table.add_column(col, justify="right" if col in ("#", "lr", "epochs", "batch", "GPU", "CPU") else "left")
+    for i, p in enumerate(plans, 1):
+        c = p.config
+        where = f"Ray Train x{p.workers}" if p.workers else "in-process"
+        table.add_row(str(i), p.trial_id, c.encoder, c.optimizer, f"{c.lr:g}", str(c.epochs), c.loss,
+                      str(c.batch_size), f"{p.gpus:g}", f"{p.cpus:g}", where)
+    return table
+
+
+@click.command("sweep")
+@click.option("--grid", default="paper", show_default=True,
+              help="Grid name (orchestrator/grids/*.csv: paper, smoke) or the path of a grid CSV.")
+@click.option("--name", default=None, help="Sweep (and MLflow experiment) name. Default: the grid's name.")
+@click.option("--dry-run", is_flag=True, help="Print the configurations and their resources; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print a JSON list, one object per trial.")
+@data_option
+@click.option("--storage", default="", help="Where the sweep lives: a path (default ./sweeps) or s3://bucket/path. "
+              "Rerunning the same command there resumes the sweep.")
+@click.option("--address", default=None, help="Ray cluster to join (`auto` on a cluster node or in `ray job "
+              "submit`). Default: start a local Ray for this command.")
+@click.option("--gpus-per-trial", type=float, default=None, help="GPU share of each trial (e.g. 0.25: four per "
+              "GPU; 2: DDP on 2 GPUs). Default: per encoder depth (resnet18 0.25 ... resnet152 1).")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, help="CPUs per trial (per worker).")
+@click.option("--max-concurrent", type=int, default=None, help="At most this many trials at once. Default: as the "
+              "cluster's resources allow.")
+@click.option("--launcher", type=click.Choice(["auto", "inprocess", "train"]), default="auto", show_default=True,
+              help="Where a trial's loop runs: in the Tune trial, or in Ray Train workers (auto: Ray Train only "
+              "for --gpus-per-trial > 1).")
+@click.option("--resume", is_flag=True, help="Require an existing sweep to resume (rerunning resumes anyway).")
+@click.option("--restart-errored", is_flag=True, help="On resume, rerun errored trials from scratch.")
+@click.option("--epochs", type=int, default=None, help="Override the grid's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the grid's batch size.")
+@click.option("--loss", type=click.Choice(LOSSES), default=None, help="Override the grid's loss.")
+@click.option("--max-steps", type=int, default=None, help="Override: optimizer steps per epoch (CPU demos).")
+@click.option("--image-size", type=int, default=None, help="Override: train/evaluate at this square size.")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (a cluster: http://<head>:5000). "
+              "Default: sqlite:///<cwd>/mlflow.db.")
+@click.option("--no-tracking", is_flag=True, help="Do not record the sweep in MLflow.")
+@user_errors
+def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, cpus_per_trial, max_concurrent,
+          launcher, resume, restart_errored, epochs, batch_size, loss, max_steps, image_size, tracking_uri,
+          no_tracking):
+    """Train every configuration of a grid on Ray Tune: packed onto GPUs, resumable, tracked in MLflow.
+
+    \b
+    orch sweep --grid paper --dry-run               # the 45 configurations and what each gets
+    orch sweep --grid smoke --data prepared/        # a tiny sweep on this machine
+    orch sweep --grid paper --address auto --storage s3://bucket/sweeps --tracking-uri http://head:5000
+    """
+    if as_json and not dry_run:
+        raise click.UsageError("--json only applies to --dry-run")
+    overrides = {"epochs": epochs, "batch_size": batch_size, "loss": loss, "max_steps": max_steps,
+                 "image_size": image_size}
+    cfg = SweepConfig(name=name, grid=grid, storage=storage, address=address, gpus_per_trial=gpus_per_trial,
+                      cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, resume=resume,
+                      restart_errored=restart_errored, launcher=launcher,
+                      overrides={k: v for k, v in overrides.items() if v is not None})
+    if dry_run:
+        from orchestrator.sweep import DEFAULT_GPU_SHARE, dry_run as plan
+
+        plans = plan(cfg)
+        if as_json:
+            click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
+            return
+        if any(p.gpus for p in plans) or not plans:
+            title = f"grid {grid}: {len(plans)} configurations on GPUs"
+        else:
+            shares = ", ".join(f"{e} {g:g}" for e, g in DEFAULT_GPU_SHARE.items())
+            title = (f"grid {grid}: {len(plans)} configurations on CPUs (no GPU on this machine; with --address on "
+                     f"a GPU cluster each trial gets a GPU share: {shares})")
+        console = Console(width=max(Console().width, 120))
+        console.print(_plan_table(plans, title))
+        return
+    from orchestrator.sweep import run_sweep
+
+    cfg = cfg.replace(data=str(workdir.prepared_dir(data)))
+    tracking = None if no_tracking else TrackingConfig(tracking_uri=tracking_uri)
+    console = Console()
+    outcome = run_sweep(cfg, tracking=tracking, console=console)
+    console.print(outcome.summary(), highlight=False, soft_wrap=True)
+
+
+COMMANDS = [sweep]

@@ -1,0 +1,126 @@
+"""Grids are data: one CSV per grid in this folder, one row per training configuration.
+
+A column is any :class:`~orchestrator.config.TrainConfig` field (``encoder``, ``optimizer``, ``lr``, ``epochs``,
+``loss``, ``batch_size``, ``max_steps``, ``image_size``, ...); an empty cell keeps the field's default. An
+optional ``trial_id`` column names rows; without it a row's id is ``TrainConfig.short_name``
+(``resnet50-adam-lr1e-04``), so ids are derived from the configuration, stable across runs, and never
+timestamps. Adding a grid is adding a file; ``load_grid`` also accepts a path to a CSV of the same shape.
+
+    >>> entries = load_grid("paper", overrides={"epochs": 2})
+    >>> len(entries), entries[0].trial_id
+    (45, 'resnet18-adam-lr1e-02')
+"""
+
+from __future__ import annotations
+
+import csv
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import ConfigError, TrainConfig
+
+GRID_DIR = Path(__file__).parent
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+class GridError(ConfigError):
+    """A grid that cannot be used: unknown name, bad column or value, duplicate trial ids."""
+
+
+@dataclass(frozen=True)
+class GridEntry:
+    """One row of a grid: a stable id and the full training configuration."""
+
+    trial_id: str
+    config: TrainConfig
+
+
+def list_grids() -> list[str]:
+    """Names of the grids shipped with orch (the CSV files of this folder), sorted."""
+    return sorted(p.stem for p in GRID_DIR.glob("*.csv"))
+
+
+def grid_path(name_or_path: str | Path) -> Path:
+    """The CSV file of a grid name (``paper``) or an explicit path; a clear error listing the valid names."""
+    p = Path(name_or_path)
+    if p.suffix == ".csv" or p.exists():
+        if not p.is_file():
+            raise GridError(f"grid file {p} does not exist; pass a grid name ({', '.join(list_grids())}) "
+                            "or the path of a CSV with one configuration per row")
+        return p
+    candidate = GRID_DIR / f"{name_or_path}.csv"
+    if not candidate.is_file():
+        raise GridError(f"unknown grid {str(name_or_path)!r}; valid grids: {', '.join(list_grids())} "
+                        "(or the path of a CSV file)")
+    return candidate
+
+
+def _converters() -> dict[str, Any]:
+    """Field name -> function turning a CSV cell into the field's type (``int | None`` -> int, ...)."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(
+            hint, types.UnionType) or typing.get_origin(hint) is typing.Union else [hint]
+        base = args[0] if args else str
+        out[name] = _parse_bool if base is bool else base
+    return out
+
+
+def _parse_bool(s: str) -> bool:
+    low = s.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{s!r} is not a boolean (true/false)")
+
+
+def load_grid(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> list[GridEntry]:
+    """Read a grid, apply ``overrides`` (TrainConfig field -> value, for every row) and validate every row.
+
+    Raises :class:`GridError` naming the file, row and column for any problem; nothing is half-loaded.
+    """
+    path = grid_path(name_or_path)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    bad = sorted(set(overrides) - _TRAIN_FIELDS)
+    if bad:
+        raise GridError(f"override(s) {', '.join(bad)} are not training options; valid: {', '.join(sorted(_TRAIN_FIELDS))}")
+    conv = _converters()
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        unknown = [c for c in columns if c not in _TRAIN_FIELDS and c != "trial_id"]
+        if unknown or "encoder" not in columns:
+            raise GridError(f"{path}: unknown column(s) {', '.join(unknown) or '(none)'}"
+                            f"{'' if 'encoder' in columns else '; an encoder column is required'}; "
+                            f"columns are TrainConfig fields: {', '.join(sorted(_TRAIN_FIELDS))} (and trial_id)")
+        raw_rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if not raw_rows:
+        raise GridError(f"{path}: the grid has no rows")
+    entries: list[GridEntry] = []
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(raw_rows, start=2):  # line 1 is the header
+        values: dict[str, Any] = {}
+        for col, cell in row.items():
+            if col == "trial_id" or cell == "":
+                continue
+            try:
+                values[col] = conv[col](cell)
+            except ValueError as e:
+                raise GridError(f"{path} line {lineno}: column {col}={cell!r} is not valid ({e})") from None
+        values.update(overrides)
+        try:
+            cfg = TrainConfig(**values)
+        except ConfigError as e:
+            raise GridError(f"{path} line {lineno}: {e}") from None
+        trial_id = row.get("trial_id") or cfg.short_name
+        if trial_id in seen:
+            raise GridError(f"{path} line {lineno}: trial id {trial_id!r} repeats line {seen[trial_id]}; rows "
+                            "that differ beyond encoder/optimizer/lr need a trial_id column")
+        seen[trial_id] = lineno
+        entries.append(GridEntry(trial_id=trial_id, config=cfg))
+    return entries

@@ -1,0 +1,68 @@
+"""Run plots (matplotlib, Agg backend: no display needed): the learning curve and a validation overlay."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
+    """Train loss and val_loss (left), validation Dice (right) per epoch -> PNG at ``path``."""
+    plt = _pyplot()
+    fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = [h["epoch"] for h in history]
+
+    def series(key: str) -> list[float]:
+        return [h.get(key) if h.get(key) is not None else math.nan for h in history]
+
+    ax_l.plot(epochs, series("loss"), "o-", label="train loss")
+    ax_l.plot(epochs, series("val_loss"), "s-", label="val loss")
+    ax_l.set_xlabel("epoch")
+    ax_l.set_ylabel("loss")
+    ax_l.set_yscale("log")
+    ax_l.legend()
+    for key in ("dice_volume_mean", "dice_global", "dice_slice_all_empty1"):
+        ax_d.plot(epochs, series(key), "o-", label=key)
+    ax_d.set_xlabel("epoch")
+    ax_d.set_ylabel("validation")
+    ax_d.set_ylim(0, 1)
+    ax_d.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def overlay(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, titles: list[str], path: str | Path) -> Path:
+    """One row per slice: the FLAIR channel, truth (green) and prediction (red) outlined on it.
+
+    images (K, H, W, 3) uint8, truth and pred (K, H, W) {0, 1}."""
+    plt = _pyplot()
+    k = len(images)
+    fig, axes = plt.subplots(k, 3, figsize=(9, 3 * k), squeeze=False)
+    for i in range(k):
+        flair = images[i, ..., 1]
+        for j, (name, m, colour) in enumerate((("image", None, None), ("truth", truth[i], "lime"),
+                                                ("prediction", pred[i], "red"))):
+            ax = axes[i, j]
+            ax.imshow(flair, cmap="gray")
+            if m is not None and m.any():
+                ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
+            ax.set_title(f"{titles[i]} {name}" if j == 0 else name, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)

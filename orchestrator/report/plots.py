@@ -1,0 +1,112 @@
+"""The sweep's plots (PNG, matplotlib Agg): the accuracy/speed trade-off per depth, optimizer x lr heatmaps per
+depth, and the paper's numbers beside ours with the predict-nothing baseline drawn in."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from orchestrator.report.tables import BASELINE, OPTIMIZER_ORDER, PRIMARY, _depth, paper_layout, paper_results  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _ours(results: pd.DataFrame) -> pd.DataFrame:
+    df = results.copy()
+    df["lr"] = df["lr"].astype(float)
+    for col in (PRIMARY, "it_per_s", "test_dice_slice_all_empty1"):
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
+    return df
+
+
+def dice_vs_speed(results: pd.DataFrame, path: Path) -> Path:
+    """Two panels, one colour per depth: ours (test Dice/volume vs it/s) and the paper's (Dice vs it/s)."""
+    ours, paper = _ours(results), paper_results()
+    depths = sorted(set(ours["encoder"].dropna()) | set(paper["encoder"]), key=_depth)
+    colours = dict(zip(depths, plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, df, ycol, title in ((axes[0], ours, PRIMARY, "ours: test Dice per volume"),
+                                (axes[1], paper, "dice", "paper: Dice")):
+        for enc in depths:
+            sub = df[df["encoder"] == enc]
+            ax.scatter(sub["it_per_s"], sub[ycol], color=colours[enc], label=enc, s=28)
+        ax.set(xlabel="iterations / second", ylabel="Dice", title=title, ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[1].axhline(BASELINE["Dice"], color="red", ls="--", lw=1, label="predict nothing (0.651)")
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Accuracy against speed, per encoder depth (our speed is our hardware's)")
+    return _save(fig, path)
+
+
+def heatmaps(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One figure per depth we ran: optimizer x lr of our test Dice/volume, and the paper's Dice beside it."""
+    ours, paper = _ours(results), paper_results()
+    lrs = sorted(set(ours["lr"]) | set(paper["lr"]), reverse=True)
+    paths = []
+    for enc in sorted(ours["encoder"].dropna().unique(), key=_depth):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for ax, df, col, title in ((axes[0], ours, PRIMARY, "ours: test Dice/volume"),
+                                   (axes[1], paper, "dice", "paper: Dice")):
+            grid = np.full((len(OPTIMIZER_ORDER), len(lrs)), np.nan)
+            sub = df[df["encoder"] == enc]
+            for _, r in sub.iterrows():
+                if r["optimizer"] in OPTIMIZER_ORDER and r["lr"] in lrs:
+                    grid[OPTIMIZER_ORDER.index(r["optimizer"]), lrs.index(r["lr"])] = r[col]
+            im = ax.imshow(grid, vmin=0, vmax=1, cmap="magma")
+            for i, j in np.ndindex(grid.shape):
+                ax.text(j, i, "–" if np.isnan(grid[i, j]) else f"{grid[i, j]:.3f}", ha="center", va="center",
+                        color="white" if np.isnan(grid[i, j]) or grid[i, j] < 0.6 else "black", fontsize=8)
+            ax.set(xticks=range(len(lrs)), xticklabels=[f"{lr:g}" for lr in lrs], yticks=range(len(OPTIMIZER_ORDER)),
+                   yticklabels=OPTIMIZER_ORDER, xlabel="learning rate", title=title)
+        fig.colorbar(im, ax=axes, shrink=0.8)
+        fig.suptitle(f"{enc}: optimizer x learning rate")
+        paths.append(_save(fig, out_dir / f"plot_heatmap_{enc}.png"))
+    return paths
+
+
+def paper_vs_ours(results: pd.DataFrame, path: Path) -> Path:
+    """For every configuration we ran: the paper's Dice and mIoU, our paper-style Dice and mIoU and our
+    Dice/volume, with the predict-nothing baseline as dashed lines."""
+    table = paper_layout(results)
+    table = table[~table["status"].isin(["not run", "baseline"])]
+    labels = [f"{r.encoder}\n{r.optimizer}\n{r.lr:g}" for r in table.itertuples()]
+    bars = (("Dice (paper)", "#999999"), ("Dice (ours)", "#1f77b4"), ("Mean IoU (paper)", "#cccccc"),
+            ("Mean IoU (ours)", "#aec7e8"), ("Dice/volume (ours)", "#d62728"))
+    x = np.arange(len(table))
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(table) + 2), 4.5))
+    for i, (col, colour) in enumerate(bars):
+        ax.bar(x + (i - len(bars) / 2 + 0.5) * width, table[col].astype(float).fillna(0), width, label=col,
+               color=colour)
+    ax.axhline(BASELINE["Dice"], color="red", ls="--", lw=1, label=f"predict nothing: Dice {BASELINE['Dice']}")
+    ax.axhline(BASELINE["Mean IoU"], color="orange", ls=":", lw=1,
+               label=f"predict nothing: mIoU {BASELINE['Mean IoU']}")
+    ax.set(xticks=x, ylim=(0, 1.05), ylabel="score (test patients)", title="The paper's numbers beside ours")
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return _save(fig, path)
+
+
+def write_plots(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``plot_dice_vs_speed.png``, ``plot_heatmap_<encoder>.png`` per depth and ``plot_paper_vs_ours.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"dice_vs_speed": dice_vs_speed(results, out / "plot_dice_vs_speed.png"),
+             "paper_vs_ours": paper_vs_ours(results, out / "plot_paper_vs_ours.png")}
+    for p in heatmaps(results, out):
+        paths[p.stem.removeprefix("plot_")] = p
+    return paths

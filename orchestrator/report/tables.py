@@ -1,0 +1,140 @@
+"""The results tables in the paper's layout: one table per learning rate, rows optimizer x depth, columns Loss,
+Mean IoU, Dice, Iterations/second, the paper's number beside ours, and the predict-nothing baseline.
+
+Which of our metrics stands beside which of the paper's (DESIGN.md; all on test patients):
+  Loss      <- ``test_val_loss`` (pixel-mean BCE, the paper's loss; falls back to ``test_loss``)
+  Mean IoU  <- ``test_miou_2class`` (background and tumour IoU averaged, the paper-style mIoU)
+  Dice      <- ``test_dice_slice_all_empty1`` (slice mean, empty-vs-empty = 1: the generous, paper-style Dice)
+  Dice/volume (ours only, the primary metric) <- ``test_dice_volume_mean``
+  it/s      <- ``it_per_s`` (mean over epochs; our hardware, not the paper's)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+PRIMARY = "test_dice_volume_mean"
+OPTIMIZER_ORDER = ("adam", "sgd", "rmsprop")  # the paper's row order
+# A model that predicts nothing, on the whole dataset (DESIGN.md): 2,556 of 3,929 slices are empty.
+BASELINE = {"Mean IoU": 0.495, "Dice": 0.651, "Dice/volume": 0.0}
+BASELINE_LABEL = "predict nothing"
+
+# (column, paper column in paper_results.csv, our candidates in results.csv, decimals)
+COLUMNS = (
+    ("Loss", "loss", ("test_val_loss", "test_loss"), 3),
+    ("Mean IoU", "mean_iou", ("test_miou_2class",), 3),
+    ("Dice", "dice", ("test_dice_slice_all_empty1",), 3),
+    ("Dice/volume", None, (PRIMARY,), 3),
+    ("it/s", "it_per_s", ("it_per_s",), 2),
+)
+KEYS = ["lr", "optimizer", "encoder"]
+
+
+def paper_results() -> pd.DataFrame:
+    """The paper's 45 published rows (Tables 2-4): lr, optimizer, encoder, loss, mean_iou, dice, it_per_s."""
+    with resources.files("orchestrator").joinpath("reference", "paper_results.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def _depth(encoder: str) -> int:
+    digits = "".join(ch for ch in str(encoder) if ch.isdigit())
+    return int(digits) if digits else 10**6
+
+
+def _ours(results: pd.DataFrame) -> pd.DataFrame:
+    missing = [k for k in KEYS if k not in results.columns]
+    if missing:
+        raise ValueError(f"results table lacks the column(s) {', '.join(missing)}: it needs one row per "
+                         "configuration with encoder, optimizer, lr (the sweep's results.csv)")
+    out = results.copy()
+    out["lr"] = out["lr"].astype(float)
+    for col, _, candidates, _ in COLUMNS:
+        src = next((c for c in candidates if c in out.columns), None)
+        out[f"{col} (ours)"] = pd.to_numeric(out[src], errors="coerce") if src else math.nan
+    if "status" not in out.columns:
+        out["status"] = ""
+    keep = KEYS + ["status"] + [f"{c} (ours)" for c, *_ in COLUMNS]
+    return out[keep].drop_duplicates(KEYS, keep="last")
+
+
+def paper_layout(results: pd.DataFrame) -> pd.DataFrame:
+    """One long table: for every learning rate we ran, all of the paper's rows at that lr plus ours, side by
+    side, then one baseline row. Columns: lr, optimizer, encoder, status, then ``<col> (paper)``/``(ours)``."""
+    ours = _ours(results)
+    paper = paper_results().rename(columns={p: f"{c} (paper)" for c, p, *_ in COLUMNS if p})
+    paper = paper[paper["lr"].isin(ours["lr"].unique())]
+    merged = paper.merge(ours, on=KEYS, how="outer")
+    merged["status"] = merged["status"].fillna("not run")
+    merged["_opt"] = merged["optimizer"].map({o: i for i, o in enumerate(OPTIMIZER_ORDER)}).fillna(len(OPTIMIZER_ORDER))
+    merged["_depth"] = merged["encoder"].map(_depth)
+    merged = merged.sort_values(["lr", "_opt", "optimizer", "_depth"], ascending=[False, True, True, True])
+    rows = []
+    for lr, group in merged.groupby("lr", sort=False):
+        rows.append(group)
+        base = {"lr": lr, "optimizer": BASELINE_LABEL, "encoder": "", "status": "baseline"}
+        base.update({f"{c} (ours)": v for c, v in BASELINE.items()})
+        rows.append(pd.DataFrame([base]))
+    table = pd.concat(rows, ignore_index=True).drop(columns=["_opt", "_depth"])
+    cols = KEYS + ["status"]
+    for c, p, *_ in COLUMNS:
+        if p:
+            cols.append(f"{c} (paper)")
+        cols.append(f"{c} (ours)")
+    return table[cols]
+
+
+def _fmt(v, decimals: int) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{decimals}f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The tables as Markdown, one section per learning rate (largest first, as in the paper)."""
+    decimals = {c: d for c, _, _, d in COLUMNS}
+    header = ["Optimizer", "Encoder", "Status"]
+    for c, p, *_ in COLUMNS:
+        header += [f"{c} paper", f"{c} ours"] if p else [f"{c} ours"]
+    out = []
+    for lr, group in table.groupby("lr", sort=False):
+        out += [f"### Learning rate {lr:g}", "", "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header)]
+        for _, r in group.iterrows():
+            cells = [str(r["optimizer"]), str(r["encoder"]), str(r["status"])]
+            for c, p, *_ in COLUMNS:
+                if p:
+                    cells.append(_fmt(r[f"{c} (paper)"], decimals[c]))
+                cells.append(_fmt(r[f"{c} (ours)"], decimals[c]))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    out.append(
+        "Ours: test patients, best-validation checkpoint. Loss = BCE (test_val_loss); Mean IoU = miou_2class; "
+        "Dice = dice_slice_all_empty1 (slice mean, empty-vs-empty = 1, the paper-style figure); Dice/volume = "
+        "dice_volume_mean (per-patient volume Dice, our primary metric). A model that predicts nothing scores "
+        f"Mean IoU {BASELINE['Mean IoU']}, Dice {BASELINE['Dice']} and Dice/volume 0 on this dataset: compare the "
+        "paper's figures against that row. it/s depends on hardware and batch size (the paper states neither)."
+    )
+    return "\n".join(out) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``paper_tables.csv`` (long form, every lr) and ``paper_tables.md`` into ``out_dir``.
+
+    ``results`` is the sweep's results.csv (one row per configuration). Returns ``{"csv": ..., "markdown": ...}``.
+    """
+    table = paper_layout(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "paper_tables.csv", "markdown": out / "paper_tables.md"}
+    _atomic_write(paths["csv"], table.to_csv(index=False))
+    _atomic_write(paths["markdown"], to_markdown(table))
+    return paths

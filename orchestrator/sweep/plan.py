@@ -1,0 +1,133 @@
+"""What each trial of a sweep gets: its configuration, GPU share, CPUs and how its loop is launched.
+
+No Ray here: ``plan_sweep`` is pure, so ``orch sweep --dry-run`` prints exactly what a real sweep schedules.
+
+GPU share per encoder depth (``DEFAULT_GPU_SHARE``) follows the measurements in DESIGN.md: a bf16 training step
+peaks at 1.8 / 2.2 / 3.5 / 4.6 / 5.9 GiB (depth 18 / 34 / 50 / 101 / 152, batch 32), so memory never limits
+packing on a 40-80 GiB GPU; what limits it is speed. ResNet18/34 eager steps are bound by kernel launches, not the
+GPU (755 / 645 img/s eager vs 2018 / 1673 captured), and 4 trials on one GPU gave 1.57x aggregate for ResNet18:
+four share a GPU. ResNet50/101 keep a GPU half busy: two share. ResNet152 saturates it: alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.config import ConfigError, SweepConfig, TrainConfig
+from orchestrator.grids import GridEntry
+
+DEFAULT_GPU_SHARE = {"resnet18": 0.25, "resnet34": 0.25, "resnet50": 0.5, "resnet101": 0.5, "resnet152": 1.0}
+# Tune-function share of a CPU when the loop runs in Ray Train workers: the function only waits on the trainer,
+# and a whole CPU per waiting function starves the worker groups on small machines (DESIGN.md).
+WAITER_CPUS = 0.01
+LAUNCHERS = ("auto", "inprocess", "train")
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial: ``workers == 0`` runs the loop in-process in the Tune function with ``gpus``/``cpus``;
+    ``workers >= 1`` runs it in a Ray Train ``TorchTrainer`` of that many workers, each with ``gpus_per_worker``
+    GPUs and ``cpus`` CPUs, while the Tune function holds only ``WAITER_CPUS``."""
+
+    trial_id: str
+    config: TrainConfig
+    gpus: float  # GPUs of the whole trial (all workers together)
+    cpus: float  # CPUs per worker (in-process: of the trial)
+    workers: int
+
+    @property
+    def launcher(self) -> str:
+        return "train" if self.workers else "inprocess"
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return self.gpus / self.workers if self.workers else self.gpus
+
+    def tune_resources(self) -> dict[str, float]:
+        """The resources Tune reserves for the trial function itself."""
+        if self.workers:
+            return {"CPU": WAITER_CPUS}
+        res = {"CPU": self.cpus}
+        if self.gpus:
+            res["GPU"] = self.gpus
+        return res
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial_id": self.trial_id, "config": self.config.to_dict(),
+                "resources": {"gpus": self.gpus, "cpus": self.cpus, "workers": self.workers,
+                              "launcher": self.launcher}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialPlan":
+        r = d["resources"]
+        return cls(trial_id=d["trial_id"], config=TrainConfig.from_dict(d["config"]), gpus=float(r["gpus"]),
+                   cpus=float(r["cpus"]), workers=int(r["workers"]))
+
+
+def gpu_share(encoder: str) -> float:
+    """Default GPU share of one trial of this encoder (1.0 for depths the table does not know)."""
+    return DEFAULT_GPU_SHARE.get(encoder, 1.0)
+
+
+def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> list[TrialPlan]:
+    """Resources for every grid entry, longest trials first (largest encoders start first, so the small ones
+    fill the gaps at the end of the sweep instead of a ResNet152 starting last).
+
+    ``use_gpus=False`` (no GPU in the cluster) runs every trial on ``cfg.cpus_per_trial`` CPUs.
+    """
+    if cfg.launcher not in LAUNCHERS:
+        raise ConfigError(f"launcher={cfg.launcher!r} is not valid; choose one of: {', '.join(LAUNCHERS)}")
+    g = cfg.gpus_per_trial
+    if g is not None and (g < 0 or (g > 1 and not float(g).is_integer())):
+        raise ConfigError(f"--gpus-per-trial {g} must be a fraction in (0, 1] (trials share a GPU) or a whole "
+                          "number of GPUs (DDP across them), or 0 for CPU-only")
+    if cfg.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial} must be > 0")
+    plans = []
+    for e in entries:
+        gpus = 0.0 if not use_gpus else (float(g) if g is not None else gpu_share(e.config.encoder))
+        multi = gpus > 1
+        if cfg.launcher == "inprocess" and multi:
+            raise ConfigError(f"--launcher inprocess cannot train {e.trial_id} on {gpus:g} GPUs: DDP across "
+                              "GPUs runs in Ray Train workers; use --launcher auto")
+        if cfg.launcher == "train" or multi:
+            workers = int(gpus) if multi else 1
+        else:
+            workers = 0
+        plans.append(TrialPlan(e.trial_id, e.config, gpus=gpus, cpus=float(cfg.cpus_per_trial), workers=workers))
+    order = list(DEFAULT_GPU_SHARE)
+    depth = {name: i for i, name in enumerate(order)}
+    return sorted(plans, key=lambda p: -depth.get(p.config.encoder, len(order)))
+
+
+def default_max_concurrent(plans: list[TrialPlan], cluster: dict[str, float]) -> int:
+    """How many trials may run at once on a cluster with these total resources.
+
+    In-process trials are bounded by their own reservations, so the bound only has to be generous; trials
+    that launch Ray Train workers reserve almost nothing themselves, so without this bound Tune would start
+    every one of them and their worker groups would wait forever for each other's CPUs/GPUs.
+    """
+    if not plans:
+        return 1
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+
+    def fits(p: TrialPlan) -> int:
+        n_workers = max(p.workers, 1)
+        by_cpu = math.floor(cpus / (p.cpus * n_workers)) if p.cpus else len(plans)
+        by_gpu = math.floor(gpus / p.gpus) if p.gpus else len(plans)
+        return max(1, min(by_cpu, by_gpu))
+
+    # The smallest trials set the ceiling; larger ones are additionally held back by their reservations.
+    return min(len(plans), max(fits(p) for p in plans)) if not any(p.workers for p in plans) \
+        else min(len(plans), min(fits(p) for p in plans))
+
+
+def detect_local_gpus() -> int:
+    """GPUs visible on this machine (0 without CUDA); used by dry runs, which start no Ray."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

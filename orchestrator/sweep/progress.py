@@ -1,0 +1,139 @@
+"""Live progress of a sweep: a Tune callback on the driver that keeps a rich table of the trials.
+
+Columns: trial, status, epoch, best validation ``dice_volume_mean``, images/s of the last epoch, elapsed time.
+The callback also keeps per-trial timings (driver start, first report, the trial's own clock) that the
+benchmarks use to measure Ray's overhead per trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.sweep.plan import TrialPlan
+
+log = logging.getLogger(__name__)
+
+_STYLE = {"finished": "green", "diverged": "yellow", "error": "red", "running": "cyan", "pending": "dim"}
+
+
+@dataclass
+class TrialState:
+    trial_id: str
+    epochs: int
+    status: str = "pending"
+    epoch: int = 0
+    best_dice: float | None = None
+    img_per_s: float | None = None
+    started: float | None = None  # driver clock: Tune started (or restored) the trial
+    first_report: float | None = None  # driver clock: first epoch report arrived
+    ended: float | None = None
+    trial_clock: dict[str, float] = field(default_factory=dict)  # t_trial_start / t_fit_start (trial's clock)
+
+
+class SweepProgress(Callback):
+    """Tune callback rendering a live trial table on ``console`` (no table when ``console`` is None)."""
+
+    def __init__(self, plans: list[TrialPlan], console: Console | None = None, title: str = "sweep"):
+        self.states = {p.trial_id: TrialState(p.trial_id, p.config.epochs) for p in plans}
+        self.console = console
+        self.title = title
+        self._live: Live | None = None
+        self._t0 = time.time()
+
+    # Tune pickles its run config (callbacks included) into the experiment directory: keep only plain state.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"states": {}, "console": None, "title": self.title, "_live": None, "_t0": 0.0}
+
+    def start(self) -> None:
+        if self.console is not None and self._live is None:
+            self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+            self._live.stop()
+            self._live = None
+
+    def _state(self, trial) -> TrialState | None:
+        tid = trial.config.get("trial", {}).get("trial_id")
+        return self.states.get(tid)
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        s = self._state(trial)
+        if s is not None:
+            s.status, s.started = "running", time.time()
+            log.info("trial %s started", s.trial_id)
+        self._refresh()
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        s = self._state(trial)
+        if s is None:
+            return
+        if s.first_report is None:
+            s.first_report = time.time()
+            s.trial_clock = {k: float(result[k]) for k in ("t_trial_start", "t_fit_start") if k in result}
+        if result.get("done"):
+            s.status = str(result.get("status", "finished"))
+            s.epoch = int(result.get("epochs_completed", s.epoch))
+            if result.get("val_dice_volume_mean") is not None:
+                s.best_dice = float(result["val_dice_volume_mean"])
+        else:
+            s.epoch = int(result.get("epoch", s.epoch))
+            s.status = "diverged" if result.get("status") == "diverged" else "running"
+            dice = result.get("dice_volume_mean")
+            if dice is not None and (s.best_dice is None or dice > s.best_dice):
+                s.best_dice = float(dice)
+            if result.get("img_per_s") is not None:
+                s.img_per_s = float(result["img_per_s"])
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        s = self._state(trial)
+        if s is not None:
+            s.ended = time.time()
+            if s.status in ("running", "pending"):
+                s.status = "finished"
+        self._refresh()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        s = self._state(trial)
+        if s is not None:
+            s.status, s.ended = "error", time.time()
+            log.warning("trial %s failed: see %s", s.trial_id, getattr(trial, "path", "its trial directory"))
+        self._refresh()
+
+    def render(self) -> Table:
+        elapsed = time.time() - self._t0
+        done = sum(s.status in ("finished", "diverged", "error") for s in self.states.values())
+        table = Table(title=f"{self.title}: {done}/{len(self.states)} trials done, {elapsed:.0f}s",
+                      title_justify="left", expand=False)
+        for col, just in (("trial", "left"), ("status", "left"), ("epoch", "right"), ("best val dice", "right"),
+                          ("img/s", "right"), ("time", "right")):
+            table.add_column(col, justify=just)
+        now = time.time()
+        for s in self.states.values():
+            t = ((s.ended or now) - s.started) if s.started else None
+            table.add_row(
+                s.trial_id,
+                f"[{_STYLE.get(s.status, '')}]{s.status}[/]",
+                f"{s.epoch}/{s.epochs}",
+                f"{s.best_dice:.3f}" if s.best_dice is not None else "-",
+                f"{s.img_per_s:.1f}" if s.img_per_s is not None else "-",
+                f"{t:.0f}s" if t is not None else "-",
+            )
+        return table

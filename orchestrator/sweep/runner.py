@@ -1,0 +1,183 @@
+"""``run_sweep``: a grid on Ray Tune, resumable from its storage, with MLflow tracking and the results table.
+
+Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://bucket/sweeps/paper``)::
+
+    tuner.pkl, experiment_state-*.json   Tune's experiment state (what ``Tuner.restore`` reads)
+    orch-sweep.json                      the planned trials (configs + resources); a rerun must match it
+    <trial_id>/checkpoint_NNNNNN/        the trial's latest checkpoint = its run directory (last.pt, best.pt,
+                                         result.json, history.csv, per_patient_dice.csv, plots)
+    ray-train/<trial_id>/                Ray Train runs of trials with --gpus-per-trial > 1
+    results.csv                          one row per configuration (see ``results.COLUMNS``)
+    tables: report tables (CSV + Markdown, ``orchestrator.report.write_tables``)
+
+Running the same command again restores the sweep: finished trials are kept, unfinished ones continue from
+their last checkpoint, errored ones are rerun from scratch with ``restart_errored``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
+from orchestrator.grids import load_grid
+from orchestrator.sweep import storage as st
+from orchestrator.sweep.plan import TrialPlan, default_max_concurrent, plan_sweep
+from orchestrator.sweep.results import collect_rows, status_counts, write_results
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "orch-sweep.json"
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep produced: the results table, where it lives, and how it went."""
+
+    name: str
+    sweep_dir: str  # <storage>/<name> (local path or URI)
+    results_dir: Path  # local directory holding results.csv and the tables
+    results: pd.DataFrame
+    counts: dict[str, int]
+    elapsed_s: float
+    restored: bool
+    tables: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)  # trial id -> progress.TrialState (benchmarks)
+
+    @property
+    def results_csv(self) -> Path:
+        return self.results_dir / "results.csv"
+
+    def summary(self) -> str:
+        """One line: counts, time, best configuration by test ``dice_volume_mean``."""
+        counts = ", ".join(f"{n} {k}" for k, n in self.counts.items()) or "no trials"
+        m, s = divmod(int(round(self.elapsed_s)), 60)
+        line = f"sweep {self.name}: {len(self.results)} configurations ({counts}) in {m}m{s:02d}s"
+        scored = self.results.dropna(subset=["test_dice_volume_mean"]) if len(self.results) else self.results
+        if len(scored):
+            best = scored.loc[pd.to_numeric(scored["test_dice_volume_mean"]).idxmax()]
+            line += f"; best {best['trial_id']}: test dice_volume_mean {float(best['test_dice_volume_mean']):.3f}"
+        return f"{line}; results: {self.results_csv}"
+
+
+def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig(), console=None,
+              workdir: str | os.PathLike | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep ``cfg`` on Ray and write its results.
+
+    ``tracking=None`` runs without MLflow (mechanics tests); the default records into
+    ``sqlite:///<workdir>/mlflow.db``. ``console`` (a rich Console) shows the live trial table. Starts a
+    local Ray (stopped at the end) unless ``cfg.address`` is given or Ray is already initialised.
+    """
+    import ray
+    from ray import tune
+
+    from orchestrator.sweep.progress import SweepProgress
+    from orchestrator.sweep.trial import TRIAL_KEY, run_trial, trial_dirname, trial_resources
+
+    t0 = time.time()
+    workdir = Path(workdir or os.getcwd()).resolve()
+    name = cfg.sweep_name
+    entries = load_grid(cfg.grid, cfg.overrides)  # validates the grid before anything starts
+    data = st.check_data(cfg.data)
+    storage = st.resolve_storage(cfg.storage, workdir)
+    exp_path = st.join(storage, name)
+    results_dir = Path(exp_path) if not st.is_uri(exp_path) else workdir / "sweeps" / name
+    restorable = st.restorable(exp_path)
+    if cfg.resume and not restorable:
+        raise ConfigError(f"--resume: there is no sweep {name!r} to resume in {storage} (no Tune experiment state "
+                          f"in {exp_path}); run without --resume to start it")
+
+    # Tune forces a state snapshot after each checkpoint (num_to_keep=1): that is what makes a SIGKILLed driver
+    # resumable, not a bottleneck at one checkpoint per epoch, so its warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        if cfg.address:
+            ray.init(address=cfg.address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        cluster = ray.cluster_resources()
+        plans = plan_sweep(cfg, entries, use_gpus=cluster.get("GPU", 0) > 0)
+        st.check_plan(exp_path, PLAN_FILE, plans, name)
+        spec_tracking, sweep_tracker = _open_tracking(tracking, name, cfg, plans, workdir, results_dir)
+        specs = [p.to_dict() | {"data": data, "sweep": name, "storage": storage, "tracking": spec_tracking,
+                                "train_storage": st.join(exp_path, "ray-train")} for p in plans]
+        progress = SweepProgress(plans, console=console, title=f"sweep {name}")
+        trainable = tune.with_resources(run_trial, trial_resources)
+        if restorable:
+            log.info("restoring sweep %s from %s", name, exp_path)
+            tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
+                                       restart_errored=cfg.restart_errored)
+            # The run config (callbacks included) comes back from tuner.pkl; the live table is this process's.
+            tuner._tuner_internal.get_run_config().callbacks = [progress]
+        else:
+            max_conc = cfg.max_concurrent or default_max_concurrent(plans, cluster)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={TRIAL_KEY: tune.grid_search(specs)},
+                tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, trial_name_creator=trial_dirname,
+                                            trial_dirname_creator=trial_dirname, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=storage, verbose=0, callbacks=[progress],
+                    failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                    # One checkpoint per trial is enough: it is the whole run directory (last.pt AND best.pt).
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
+            )
+        progress.start()
+        try:
+            grid = tuner.fit()
+        finally:
+            progress.stop()
+        df = collect_rows(grid, plans)
+    finally:
+        if own_ray:
+            ray.shutdown()
+    write_results(df, results_dir)
+    tables = _write_tables(df, results_dir)
+    if sweep_tracker is not None:
+        sweep_tracker.finish(results_dir)
+    if st.is_uri(exp_path):
+        st.upload(results_dir, exp_path)
+    outcome = SweepOutcome(name=name, sweep_dir=exp_path, results_dir=results_dir, results=df,
+                           counts=status_counts(df), elapsed_s=time.time() - t0, restored=restorable, tables=tables,
+                           timings=dict(progress.states))
+    log.info(outcome.summary())
+    return outcome
+
+
+def _open_tracking(tracking: TrackingConfig | None, name: str, cfg: SweepConfig, plans: list[TrialPlan],
+                   workdir: Path, results_dir: Path) -> tuple[dict[str, Any] | None, Any]:
+    """Open (or reattach to) the sweep's parent MLflow run on the driver, once; trials get plain ids."""
+    if tracking is None:
+        return None, None
+    from orchestrator.tracking import SweepTracker, default_tracking_uri
+
+    uri = tracking.tracking_uri or default_tracking_uri(workdir)
+    tracker = SweepTracker.open(uri, experiment=tracking.experiment or name, sweep_name=name,
+                                tags={"grid": str(cfg.grid)},
+                                params={"grid": str(cfg.grid), "trials": len(plans),
+                                        "overrides": json.dumps(cfg.overrides, sort_keys=True)})
+    buffer_dir = tracking.buffer_dir or str(results_dir / "mlflow-buffer")
+    return ({"uri": uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
+             "buffer_dir": buffer_dir}, tracker)
+
+
+def _write_tables(df: pd.DataFrame, results_dir: Path) -> dict[str, Path]:
+    """The paper-layout tables (helper module ``orchestrator.report``), when that module is installed."""
+    try:
+        from orchestrator.report import write_tables
+    except ModuleNotFoundError as e:
+        if e.name != "orchestrator.report":
+            raise
+        log.warning("report tables not written (%s); results.csv is complete", e)
+        return {}
+    return write_tables(df, results_dir)

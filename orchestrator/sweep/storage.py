@@ -1,0 +1,93 @@
+"""Where a sweep lives: local paths and URIs (``s3://``, ``gs://``) behind one small API (pyarrow filesystems,
+the layer Ray itself uses for ``storage_path``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from orchestrator.config import ConfigError
+from orchestrator.sweep.plan import TrialPlan
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def resolve_storage(storage: str, workdir: Path) -> str:
+    """An absolute local path (default ``<workdir>/sweeps``) or the URI as given."""
+    if storage and is_uri(storage):
+        return storage.rstrip("/")
+    return str((workdir / (storage or "sweeps")).resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
+
+
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(path):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path
+
+
+def check_data(data: str) -> str:
+    """The prepared-data location every trial opens; a local one must hold a manifest (clear error if not)."""
+    if not data:
+        raise FileNotFoundError("no prepared data: pass --data PREPARED_DIR (or run `orch prep SOURCE OUT` first)")
+    if is_uri(data):
+        return data
+    p = Path(data).resolve()
+    if not (p / "manifest.json").is_file():
+        raise FileNotFoundError(f"{p} is not a prepared data directory (no manifest.json); run "
+                                f"`orch prep SOURCE {data}` first, or pass the right --data")
+    return str(p)
+
+
+def restorable(exp_path: str) -> bool:
+    """True when Tune can restore the experiment: its tuner.pkl AND at least one experiment state file exist
+    (a driver killed before Tune's first state save leaves only tuner.pkl: then the sweep starts afresh)."""
+    fs, path = _fs(exp_path)
+    if fs.get_file_info(f"{path}/tuner.pkl").type != pafs.FileType.File:
+        return False
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return any(Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json") for i in infos)
+
+
+def check_plan(exp_path: str, filename: str, plans: list[TrialPlan], name: str) -> None:
+    """Record the planned trials; on a rerun, refuse a plan whose configurations differ from the recorded one
+    (Tune restores the recorded configurations, so a changed grid or option would silently be ignored)."""
+    fs, path = _fs(exp_path)
+    target = f"{path}/{filename}"
+    new = {p.trial_id: p.config.to_dict() for p in plans}
+    if fs.get_file_info(target).type == pafs.FileType.File:
+        with fs.open_input_stream(target) as f:
+            old = {t["trial_id"]: t["config"] for t in json.loads(f.read().decode())["trials"]}
+        if old != new:
+            diff = sorted(set(old) ^ set(new)) or [t for t in new if old[t] != new[t]]
+            detail = ", ".join(diff[:3])
+            if diff and diff[0] in old and diff[0] in new:
+                changed = {k: (old[diff[0]].get(k), v) for k, v in new[diff[0]].items() if old[diff[0]].get(k) != v}
+                detail += f" ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())})"
+            raise ConfigError(f"sweep {name!r} in {exp_path} was started with other configurations (differ: "
+                              f"{detail}); rerun it with its original grid and options, or choose a new --name")
+        return
+    fs.create_dir(path, recursive=True)
+    tmp = f"{target}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps({"trials": [p.to_dict() for p in plans]}, indent=1).encode())
+    fs.move(tmp, target)
+
+
+def upload(local_dir: Path, exp_path: str) -> None:
+    """Copy the local results (results.csv, tables) into a remote sweep directory."""
+    fs, path = _fs(exp_path)
+    for f in sorted(local_dir.rglob("*")):
+        if f.is_file() and "mlflow-buffer" not in f.parts:
+            dest = f"{path}/{f.relative_to(local_dir).as_posix()}"
+            fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            with open(f, "rb") as src, fs.open_output_stream(dest) as out:
+                out.write(src.read())

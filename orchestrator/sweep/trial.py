@@ -1,0 +1,163 @@
+"""The Tune function trainable: one configuration of a sweep, trained by the one loop (``training.fit``).
+
+Three layers, as Ray's Train+Tune docs recommend: ``train_loop`` runs ``fit`` and reports each epoch (the same
+code in-process or in every Ray Train worker); ``run_trial`` is the Tune function, which either calls it
+directly (<= 1 GPU: no controller actor or worker group to start, see BENCHMARKS.md) or builds a
+``TorchTrainer`` that runs it on N workers with DDP (``--gpus-per-trial N > 1``).
+
+Resuming: every epoch's report carries a checkpoint that is a copy of the run directory (``last.pt``,
+``best.pt``, history...). A restarted trial (node lost, driver killed, sweep rerun) gets it back from
+``tune.get_checkpoint()`` / ``ray.train.get_checkpoint()``, copies it into a fresh run directory and ``fit``
+continues from ``last.pt``; a finished run's checkpoint holds ``result.json``, so ``fit`` returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.sweep.plan import TrialPlan
+from orchestrator.sweep.results import epoch_metrics, final_metrics
+
+log = logging.getLogger(__name__)
+
+TRIAL_KEY = "trial"  # param_space = {"trial": tune.grid_search([spec, ...])}
+RUNS_ROOT_ENV = "ORCH_RUNS_DIR"  # node-local scratch for run directories (default: the temp dir)
+
+
+def trial_dirname(trial) -> str:
+    """Tune trial directory and name: the trial id (stable, so restores find their trials)."""
+    return trial.config[TRIAL_KEY]["trial_id"]
+
+
+def trial_resources(config: dict[str, Any]):
+    """What Tune reserves for a trial function (``tune.with_resources`` callback)."""
+    from ray.tune import PlacementGroupFactory
+
+    return PlacementGroupFactory([TrialPlan.from_dict(config[TRIAL_KEY]).tune_resources()])
+
+
+def scratch_run_dir(spec: dict[str, Any], suffix: str = "") -> Path:
+    """An empty node-local run directory for this trial (its contents come from the checkpoint, if any).
+
+    Keyed by the sweep's storage path so two sweeps of the same name on one node never share a directory.
+    """
+    root = Path(os.environ.get(RUNS_ROOT_ENV) or Path(tempfile.gettempdir()) / "orch-runs")
+    key = hashlib.sha1(f"{spec['storage']}/{spec['sweep']}".encode()).hexdigest()[:10]
+    run_dir = root / f"{spec['sweep']}-{key}" / (spec["trial_id"] + suffix)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def local_data(data: str) -> str:
+    """A path ``fit`` can open: local/shared paths as they are; a URI (``s3://...``, ``gs://...``) is copied
+    once per node into the scratch root (atomically: a partial copy is never used)."""
+    if "://" not in data:
+        return data
+    import pyarrow.fs as pafs
+
+    root = Path(os.environ.get(RUNS_ROOT_ENV) or Path(tempfile.gettempdir()) / "orch-runs") / "data"
+    dest = root / hashlib.sha1(data.encode()).hexdigest()[:16]
+    if not (dest / "manifest.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+        fs, path = pafs.FileSystem.from_uri(data)
+        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another trial on this node finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(dest)
+
+
+def _open_tracker(spec: dict[str, Any], plan: TrialPlan):
+    t = spec.get("tracking")
+    if not t:
+        return None
+    from orchestrator.tracking import TrialTracker
+
+    tracker = TrialTracker(t["uri"], t["experiment_id"], t["parent_run_id"], plan.trial_id,
+                           buffer_dir=t.get("buffer_dir"))
+    tracker.start(params={**plan.config.to_dict(), "trial_id": plan.trial_id, "sweep": spec["sweep"],
+                          "gpus": plan.gpus, "cpus": plan.cpus, "workers": plan.workers})
+    return tracker
+
+
+def train_loop(spec: dict[str, Any], report: Callable[..., None], checkpoint, rank: int = 0) -> dict[str, Any]:
+    """Run ``fit`` for one trial and report every epoch plus a final row; returns the final row.
+
+    ``report(metrics, checkpoint=...)`` is ``ray.tune.report`` in-process, ``ray.train.report`` in a Ray Train
+    worker; ``checkpoint`` is what ``get_checkpoint()`` returned (None on a fresh start). Only rank 0 tracks
+    and checkpoints: the other DDP ranks hold the same weights.
+    """
+    from ray.train import Checkpoint
+
+    from orchestrator.training import fit
+
+    t_start = time.time()
+    plan = TrialPlan.from_dict(spec)
+    run_dir = scratch_run_dir(spec, suffix="" if rank == 0 else f"-rank{rank}")
+    if checkpoint is not None and rank == 0:
+        checkpoint.to_directory(str(run_dir))
+        log.info("%s: resuming from checkpoint %s", plan.trial_id, checkpoint.path)
+    tracker = _open_tracker(spec, plan) if rank == 0 else None
+    t_fit = time.time()
+
+    def on_epoch(rep) -> None:
+        if tracker is not None:
+            tracker.log_epoch(rep.epoch, rep.metrics)
+        metrics = epoch_metrics(rep) | {"t_trial_start": t_start, "t_fit_start": t_fit}
+        report(metrics, checkpoint=Checkpoint.from_directory(str(rep.run_dir)) if rank == 0 else None)
+
+    result = fit(plan.config, local_data(spec["data"]), run_dir, on_epoch=on_epoch)
+    if tracker is not None:
+        tracker.finish(result)
+    row = final_metrics(result, plan) | {"t_trial_start": t_start, "t_fit_start": t_fit}
+    report(row, checkpoint=Checkpoint.from_directory(str(run_dir)) if rank == 0 else None)
+    return row
+
+
+def _train_worker(spec: dict[str, Any]) -> None:
+    """The per-worker loop of the Ray Train path (DDP: Ray has set up the process group; fit is DDP-aware)."""
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    train_loop(spec, ray.train.report, ray.train.get_checkpoint(), rank=rank)
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable (``config = {"trial": spec}``; spec = ``TrialPlan.to_dict()`` plus
+    ``data``, ``sweep``, ``storage``, ``tracking``)."""
+    import torch
+    from ray import tune
+
+    spec = config[TRIAL_KEY]
+    plan = TrialPlan.from_dict(spec)
+    if not plan.workers:
+        # The trial owns `cpus` cores: as many intra-op threads, so concurrent CPU trials do not oversubscribe.
+        torch.set_num_threads(max(1, int(plan.cpus)))
+        train_loop(spec, tune.report, tune.get_checkpoint())
+        return
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    per_worker = {"CPU": plan.cpus} | ({"GPU": plan.gpus_per_worker} if plan.gpus else {})
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=spec,
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.gpus > 0,
+                                     resources_per_worker=per_worker),
+        # Same (storage_path, name) on a retry: Ray Train resumes from the run's latest checkpoint.
+        # Retries are Tune's job (FailureConfig at trial level), so the trainer itself does not retry.
+        run_config=RunConfig(name=plan.trial_id, storage_path=spec["train_storage"],
+                             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0)),
+    )
+    trainer.fit()

@@ -1,0 +1,51 @@
+"""A sweep's results read back from MLflow, in the columns of the sweep directory's ``results.csv``."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from orchestrator.tracking import store
+
+log = logging.getLogger(__name__)
+
+
+def results_frame(uri: str, sweep_name: str, experiment: str | None = None) -> pd.DataFrame:
+    """One row per child run of sweep ``sweep_name`` (experiment ``experiment``, default the sweep name):
+    trial_id, encoder, optimizer, lr, loss, epochs, batch_size, status, epochs_completed, best_epoch,
+    ``test_<metric>``, it_per_s, img_per_s (means over epochs), run_id, run_dir.
+    Raises ``TrackingError`` when the store has no such experiment or sweep."""
+    c = store.client(uri)
+    exp = c.get_experiment_by_name(experiment or sweep_name)
+    if exp is None:
+        raise store.TrackingError(
+            f"no MLflow experiment {experiment or sweep_name!r} in {uri}: check the sweep name, or pass "
+            "--tracking-uri (the default is sqlite:///<current dir>/mlflow.db) or the sweep directory")
+    parents = store.find_runs(c, exp.experiment_id, **{store.TAG_SWEEP: sweep_name, store.TAG_ROLE: "sweep"})
+    if not parents:
+        raise store.TrackingError(f"experiment {exp.name!r} in {uri} has no parent run of sweep {sweep_name!r}")
+    children = store.find_runs(c, exp.experiment_id, **{store.TAG_PARENT: parents[0].info.run_id})
+    rows = []
+    for run in children:
+        p, m, t = run.data.params, run.data.metrics, run.data.tags
+        row = {"trial_id": t.get(store.TAG_TRIAL, run.info.run_name)}
+        for k in ("encoder", "optimizer", "loss"):
+            row[k] = p.get(k)
+        for k, typ in (("lr", float), ("epochs", int), ("batch_size", int)):
+            row[k] = typ(p[k]) if k in p else None
+        status = t.get(store.TAG_STATUS)
+        if status is None:
+            status = {"RUNNING": "unfinished", "FAILED": "error"}.get(run.info.status, run.info.status.lower())
+        row["status"] = status
+        for k in ("epochs_completed", "best_epoch"):
+            row[k] = int(m[k]) if k in m else None
+        row.update({k: v for k, v in m.items() if k.startswith("test_")})
+        row["it_per_s"] = m.get("it_per_s_mean")
+        row["img_per_s"] = m.get("img_per_s_mean")
+        row["run_id"] = run.info.run_id
+        row["run_dir"] = t.get(store.TAG_RUN_DIR)
+        rows.append(row)
+    if not rows:
+        log.warning("sweep %s in %s has a parent run but no trial runs yet", sweep_name, uri)
+    return pd.DataFrame(rows, columns=None if rows else ["trial_id", "encoder", "optimizer", "lr", "status"])

@@ -1,0 +1,157 @@
+"""The sweep's parent run: the experiment and the parent are created once, by the driver, and found again (by the
+``orch.sweep`` tag) when a sweep resumes. Trials only receive the two ids."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Param, RunStatus, RunTag
+
+from orchestrator import __version__
+from orchestrator.tracking import store
+
+log = logging.getLogger(__name__)
+
+# Files of the sweep directory logged on the parent run under report/ (written by orchestrator.report).
+SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png")
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str:
+    """The commit of the checkout holding ``path`` (default: this package), ``-dirty`` appended when it has
+    uncommitted changes; "unknown" outside git."""
+    where = Path(path or Path(__file__).parent)
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+@dataclass
+class SweepTracker:
+    """The MLflow experiment and parent run of one sweep (driver side). Build it with ``SweepTracker.open``."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_name: str
+
+    @classmethod
+    def open(cls, uri: str, experiment: str, sweep_name: str | None = None, tags: dict | None = None,
+             params: dict | None = None, data: str | os.PathLike | None = None) -> "SweepTracker":
+        """Create the experiment and the parent run, or reattach to them (a resumed sweep).
+
+        ``tags`` (grid, data manifest sha256, ...) are set every time; ``params`` (the grid's axes) are logged
+        once: a value that differs from the first one is kept as first recorded, with a warning. The parent
+        always gets ``orch.sweep``, ``orch.role=sweep``, ``orch.version`` and ``orch.git_commit`` (unless given),
+        and ``orch.data_manifest_sha256`` when ``data`` is a local prepared directory.
+        Raises ``TrackingError`` when the store does not answer: better to stop before 45 trials start."""
+        sweep_name = sweep_name or experiment
+        tags = dict(tags or {})
+        manifest = Path(data) / "manifest.json" if data and "://" not in str(data) else None
+        if manifest is not None and manifest.is_file():
+            tags.setdefault("orch.data_manifest_sha256", hashlib.sha256(manifest.read_bytes()).hexdigest())
+        c = store.client(uri)
+        try:
+            return cls._open(c, uri, experiment, sweep_name, tags, params or {})
+        except Exception as e:
+            if store.is_outage(e):
+                raise store.TrackingError(
+                    f"the MLflow tracking store {uri} does not answer ({str(e).splitlines()[0][:200]}): start the "
+                    "server (mlflow server --backend-store-uri ... --host ... --port ...) or pass a reachable "
+                    "--tracking-uri; the default is sqlite:///<workdir>/mlflow.db"
+                ) from e
+            raise
+
+    @classmethod
+    def _open(cls, c, uri, experiment, sweep_name, tags, params) -> "SweepTracker":
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            try:
+                eid = c.create_experiment(experiment, artifact_location=store.sqlite_artifact_root(uri),
+                                          tags={store.TAG_SWEEP: sweep_name})
+            except Exception as e:  # another driver won the race: use its experiment
+                exp = c.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                eid = exp.experiment_id
+                log.debug("experiment %s created concurrently (%s)", experiment, e)
+        else:
+            eid = exp.experiment_id
+            if exp.lifecycle_stage == "deleted":
+                c.restore_experiment(eid)
+                log.warning("experiment %r was deleted in MLflow; restored it to record the sweep", experiment)
+        parents = store.find_runs(c, eid, **{store.TAG_SWEEP: sweep_name, store.TAG_ROLE: "sweep"})
+        if parents:
+            run = parents[0]
+            if run.info.status != "RUNNING":
+                c.update_run(run.info.run_id, status="RUNNING")
+            log.info("reattached to the parent run %s of sweep %s", run.info.run_id, sweep_name)
+        else:
+            run = c.create_run(eid, run_name=sweep_name, tags={store.TAG_SWEEP: sweep_name, store.TAG_ROLE: "sweep"})
+            log.info("created the parent run %s of sweep %s in experiment %s", run.info.run_id, sweep_name, eid)
+        rid = run.info.run_id
+        all_tags = {store.TAG_VERSION: __version__, "orch.git_commit": git_commit(), **tags}
+        c.log_batch(rid, tags=[RunTag(str(k), str(v)) for k, v in all_tags.items()])
+        held = dict(run.data.params)
+        new = []
+        for k, v in params.items():
+            v = str(v)[:6000]
+            if k not in held:
+                new.append(Param(str(k), v))
+            elif held[k] != v:
+                log.warning("sweep %s: param %s=%r differs from the %r recorded when it started; keeping the first",
+                            sweep_name, k, v, held[k])
+        for i in range(0, len(new), 100):
+            c.log_batch(rid, params=new[i : i + 100])
+        return cls(uri=uri, experiment_id=str(eid), parent_run_id=str(rid), sweep_name=sweep_name)
+
+    def trial(self, trial_id: str, buffer_dir: str | os.PathLike | None = None):
+        """A ``TrialTracker`` for ``trial_id`` under this sweep (the same one a trial process builds from ids)."""
+        from orchestrator.tracking.trial import TrialTracker
+
+        return TrialTracker(self.uri, self.experiment_id, self.parent_run_id, trial_id, buffer_dir=buffer_dir,
+                            sweep_name=self.sweep_name)
+
+    def finish(self, results_dir: str | os.PathLike, top_k: int = 3, status: str = "FINISHED") -> bool:
+        """Log the sweep's tables and plots (writing the plots if ``results.csv`` has none yet), log the top
+        ``top_k`` trials by test ``dice_volume_mean`` as MLflow models, and end the parent run.
+        Never raises: returns False (with a warning) when the store did not take everything."""
+        results_dir = Path(results_dir)
+        c = store.client(self.uri)
+        try:
+            _ensure_report(results_dir)
+            files = sorted({p for g in SWEEP_ARTIFACT_GLOBS for p in results_dir.glob(g) if p.is_file()})
+            for p in files:
+                c.log_artifact(self.parent_run_id, str(p), "report")
+            if top_k > 0 and (results_dir / "results.csv").is_file():
+                from orchestrator.tracking.models import log_top_models
+
+                log_top_models(self, results_dir / "results.csv", top_k)
+            c.log_batch(self.parent_run_id, tags=[RunTag(store.TAG_STATUS, status.lower())])
+            c.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
+        except Exception as e:  # noqa: BLE001 - the sweep itself is done; say what is missing
+            log.warning("sweep %s: could not finish the parent run %s in %s (%s); run `orch report %s --sync` "
+                        "when the store answers", self.sweep_name, self.parent_run_id, self.uri,
+                        str(e).splitlines()[0][:200], results_dir)
+            return False
+        return True
+
+
+def _ensure_report(results_dir: Path) -> None:
+    """Write the tables and plots next to results.csv if the sweep has not (the sweep writes the tables)."""
+    csv = results_dir / "results.csv"
+    if csv.is_file() and not any(results_dir.glob("plot_*.png")):
+        import pandas as pd
+
+        from orchestrator.report import write_report
+
+        write_report(pd.read_csv(csv), results_dir)

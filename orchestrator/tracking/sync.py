@@ -1,0 +1,37 @@
+"""Upload what an outage left in the buffers (``orch report SWEEP --sync``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.tracking.buffer import TrialBuffer, pending
+from orchestrator.tracking.trial import TrialTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncOutcome:
+    sent: list[str] = field(default_factory=list)  # trial ids whose records reached the store
+    kept: list[str] = field(default_factory=list)  # trial ids still buffered (store unreachable)
+
+
+def sync_buffers(buffer_dir: str | os.PathLike, tracking_uri: str | None = None) -> SyncOutcome:
+    """Replay every trial buffer in ``buffer_dir`` into its store (the one recorded in the buffer, or
+    ``tracking_uri`` when the store has moved). Replays are idempotent; a buffer is deleted once sent."""
+    out = SyncOutcome()
+    for path in pending(buffer_dir):
+        header, _ = TrialBuffer(path.parent, path.stem).read()
+        if not header:
+            log.warning("%s has no header line (which run it belongs to); left in place", path)
+            out.kept.append(path.stem)
+            continue
+        tracker = TrialTracker(tracking_uri or header["uri"], header["experiment_id"], header["parent_run_id"],
+                               header["trial_id"], buffer_dir=Path(buffer_dir), sweep_name=header.get("sweep_name"))
+        if tracker.buffer.path != path:  # a renamed file: read it under its own name
+            tracker.buffer.path = path
+        (out.sent if tracker.flush(force=True) else out.kept).append(header["trial_id"])
+    return out

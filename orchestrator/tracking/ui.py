@@ -1,0 +1,93 @@
+"""Start an ``mlflow server`` for a store and wait until it answers (``orch ui``, and the tests' server)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.tracking import store
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url``'s ``/health`` returns HTTP 200."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    """A running ``mlflow server``; ``stop()`` ends it (SIGTERM, then SIGKILL)."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(backend_uri: str, artifacts_dir: str | os.PathLike, host: str = "127.0.0.1",
+                 port: int | None = None, log_path: str | os.PathLike | None = None,
+                 wait_s: float = 90.0) -> Server:
+    """Start ``mlflow server`` on ``backend_uri`` (SQLite), serving artefacts from ``artifacts_dir``, and wait
+    until ``/health`` answers. Raises ``TrackingError`` (with the server's last log lines) if it does not."""
+    port = port or free_port(host)
+    artifacts = Path(artifacts_dir).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_path or artifacts.parent / f"mlflow-server-{port}.log")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.check_uri(backend_uri),
+           "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if answers(url):
+            log.info("mlflow server on %s answers at %s", backend_uri, url)
+            return Server(url=url, process=proc, log_path=log_path)
+        time.sleep(0.3)
+    Server(url, proc, log_path).stop()
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+    raise store.TrackingError(f"mlflow server for {backend_uri} did not answer on {url} within {wait_s:.0f} s "
+                              f"(log {log_path}):\n{tail}")
+
+
+def start_ui(workdir: str | os.PathLike | None = None, tracking_uri: str | None = None, host: str = "127.0.0.1",
+             port: int = 5000) -> Server | str:
+    """The MLflow UI on a working directory's store: a started ``Server`` for a SQLite store, or the URL itself
+    when ``tracking_uri`` is already an ``http(s)://`` server. Raises ``TrackingError`` when the store is absent."""
+    uri = tracking_uri or store.default_tracking_uri(workdir)
+    if store.is_remote(uri):
+        return uri
+    db = Path(store.check_uri(uri)[len("sqlite:///"):])
+    if not db.is_file():
+        raise store.TrackingError(f"no MLflow store at {db}: run `orch sweep` in {db.parent} first, or pass "
+                                  "--workdir / --tracking-uri pointing at the sweep's store")
+    return start_server(uri, db.parent / store.ARTIFACTS_NAME, host=host, port=port,
+                        log_path=db.parent / "mlflow-ui.log")

@@ -1,0 +1,149 @@
+"""Device-resident data: a split's uint8 slices loaded once onto the device, batches gathered, augmented and
+normalised there (no per-step host work, no DataLoader).
+
+Shapes: ``DeviceSplit.images`` (N, S, S, 3) uint8 -- NHWC, so ``images[idx].permute(0, 3, 1, 2)`` is already a
+channels-last (B, 3, S, S) tensor -- and ``masks`` (N, S, S) uint8 in {0, 1}; S = 256, or ``image_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import NORMALIZE_MEAN, NORMALIZE_STD
+
+log = logging.getLogger(__name__)
+
+MAX_ROTATION_DEG = 15.0  # small rotations ...
+MAX_SCALE = 0.10  # ... and scaling (+-10 %), plus left-right flips: brains are roughly symmetric
+_RESIZE_CHUNK = 256  # slices resized at a time (bounds the float32 working memory)
+
+
+@dataclass
+class DeviceSplit:
+    """One split on the device: images (N, S, S, 3) uint8, masks (N, S, S) uint8, host-side ids per slice."""
+
+    name: str
+    images: torch.Tensor
+    masks: torch.Tensor
+    patients: np.ndarray  # (N,) str
+    slices: np.ndarray  # (N,) int
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def pixels_per_slice(self) -> int:
+        return int(self.masks.shape[1] * self.masks.shape[2])
+
+
+def open_data(data: Any) -> Any:
+    """A ``PreparedData`` for a path, or the PreparedData-like object itself (has ``load`` and ``patients``)."""
+    if isinstance(data, (str, Path)):
+        from data_prep import PreparedData
+
+        return PreparedData(data)
+    if not (hasattr(data, "load") and hasattr(data, "patients")):
+        raise TypeError(f"data must be a prepared-data directory or a PreparedData, got {type(data).__name__}")
+    return data
+
+
+def _keep_whole_patients(patients: np.ndarray, max_slices: int | None) -> np.ndarray:
+    """Boolean mask (N,): whole patients, in order, while their slices fit into ``max_slices`` (>= 1 patient)."""
+    keep = np.ones(len(patients), dtype=bool)
+    if max_slices is None:
+        return keep
+    names, first, counts = np.unique(patients, return_index=True, return_counts=True)
+    chosen, total = [], 0
+    for i in np.argsort(first):
+        if chosen and total + counts[i] > max_slices:
+            break
+        chosen.append(names[i])
+        total += counts[i]
+    return np.isin(patients, chosen)
+
+
+def load_split(data: Any, split: str, device: torch.device, image_size: int | None = None,
+               max_slices: int | None = None) -> DeviceSplit:
+    """Load a split's slices once onto ``device`` (resized to ``image_size`` there, if given)."""
+    arr = data.load(split)
+    patients = np.asarray(arr.patient).astype(str)
+    if len(patients) == 0:
+        raise ValueError(f"split {split!r} of the prepared data holds no slices; re-run `orch prep` with more patients")
+    keep = _keep_whole_patients(patients, max_slices)
+    images = torch.from_numpy(np.ascontiguousarray(arr.image[keep])).to(device)
+    masks = torch.from_numpy(np.ascontiguousarray(arr.mask[keep])).to(device)
+    if image_size is not None and image_size != images.shape[1]:
+        images, masks = resize_uint8(images, masks, image_size)
+    log.info("loaded %s: %d slices of %s on %s", split, len(images), tuple(images.shape[1:]), device)
+    return DeviceSplit(split, images, masks, patients[keep], np.asarray(arr.slice)[keep])
+
+
+def resize_uint8(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize (N, H, W, 3) uint8 images (bilinear, antialiased) and (N, H, W) {0,1} masks (area, then >= 0.5)."""
+    out_i, out_m = [], []
+    for s in range(0, images.shape[0], _RESIZE_CHUNK):
+        x = images[s : s + _RESIZE_CHUNK].permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out_i.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous())
+        m = F.interpolate(masks[s : s + _RESIZE_CHUNK, None].float(), size=(size, size), mode="area")
+        out_m.append((m[:, 0] >= 0.5).to(torch.uint8))
+    return torch.cat(out_i), torch.cat(out_m)
+
+
+class BatchMaker:
+    """Gathers a batch from a DeviceSplit by a device index tensor and turns it into model input.
+
+    ``__call__(idx (B,) int64, augment)`` -> (x (B, 3, S, S) float32 channels-last, normalised;
+    y (B, 1, S, S) float32 in {0, 1}). Everything runs on the split's device, so it can sit inside a CUDA graph."""
+
+    def __init__(self, split: DeviceSplit):
+        self.split = split
+        dev = split.images.device
+        std = torch.tensor(NORMALIZE_STD, device=dev).view(1, 3, 1, 1)
+        mean = torch.tensor(NORMALIZE_MEAN, device=dev).view(1, 3, 1, 1)
+        # x_norm = (x/255 - mean)/std = x * scale + shift: one fused multiply-add on the uint8->float batch
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = -mean / std
+
+    def __call__(self, idx: torch.Tensor, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.split.images[idx].permute(0, 3, 1, 2).float()  # (B, 3, S, S), channels-last memory
+        y = self.split.masks[idx].unsqueeze(1).float()  # (B, 1, S, S)
+        if augment:
+            x, y = random_affine(x, y)
+        x = torch.addcmul(self.shift, x, self.scale)
+        return x.contiguous(memory_format=torch.channels_last), y
+
+
+def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 channels-last, normalised as in training."""
+    dev = images_uint8.device
+    std = torch.tensor(NORMALIZE_STD, device=dev).view(1, 3, 1, 1)
+    mean = torch.tensor(NORMALIZE_MEAN, device=dev).view(1, 3, 1, 1)
+    x = images_uint8.permute(0, 3, 1, 2).float()
+    return ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def random_affine(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample random left-right flip, rotation (+-15 deg) and scale (+-10 %) of images (B, 3, S, S) in
+    [0, 255] and masks (B, 1, S, S), in one ``grid_sample`` of the stacked 4 channels (masks re-thresholded).
+    Random numbers come from the device generator: no host sync, capturable in a CUDA graph."""
+    b = x.shape[0]
+    u = torch.rand(b, 3, device=x.device)
+    angle = (u[:, 0] * 2 - 1) * math.radians(MAX_ROTATION_DEG)
+    inv_scale = 1.0 / (1.0 + (u[:, 1] * 2 - 1) * MAX_SCALE)
+    flip = torch.where(u[:, 2] < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
+    zero = torch.zeros_like(cos)
+    # theta maps output coordinates to input coordinates; flipping the output x column mirrors the sample
+    theta = torch.stack([torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    z = F.grid_sample(torch.cat([x, y], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return z[:, :3], (z[:, 3:] >= 0.5).float()

@@ -1,0 +1,96 @@
+"""What a run reports: ``EpochReport`` (per epoch, to ``on_epoch``) and ``TrainResult`` (the end), and the
+plain-file artefacts written into the run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class EpochReport:
+    """One finished epoch: ``metrics`` holds train ``loss``, ``it_per_s``, ``img_per_s``, ``epoch_time_s`` and
+    every validation metric (``orchestrator.metrics.EVAL_METRICS`` + ``val_loss``)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    is_best: bool
+    run_dir: Path
+    status: str = "running"  # "running" | "diverged"
+    rank: int = 0
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``fit``: JSON round-trippable with ``to_dict`` / ``from_dict``."""
+
+    status: str  # "finished" | "diverged"
+    epochs_completed: int
+    best_epoch: int | None
+    best_val: dict[str, float]
+    test: dict[str, float]
+    per_patient: list[dict[str, Any]]
+    history: list[dict[str, float]]
+    run_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)  # device, amp, cuda graph decision, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["run_dir"] = str(self.run_dir)
+        return _json_safe(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainResult:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["run_dir"] = Path(known["run_dir"])
+        return cls(**known)
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/inf become None so result.json stays strict JSON (a diverged loss is recorded as null)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows with possibly differing keys -> CSV with the union of keys (first-seen order), atomically."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_result(result: TrainResult) -> None:
+    """result.json, history.csv and per_patient_dice.csv into ``result.run_dir`` (result.json last: it marks
+    the run finished)."""
+    run_dir = Path(result.run_dir)
+    write_csv(run_dir / "history.csv", result.history)
+    write_csv(run_dir / "per_patient_dice.csv", result.per_patient)
+    atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
+
+
+def read_result(run_dir: Path) -> TrainResult:
+    d = json.loads((Path(run_dir) / "result.json").read_text())
+    d["run_dir"] = str(run_dir)
+    return TrainResult.from_dict(d)

@@ -1,0 +1,74 @@
+"""`orch sweep` argument handling (CliRunner). Only the run itself is mocked; dry runs are real."""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from orchestrator.config import SweepConfig
+
+
+def test_dry_run_prints_every_configuration_with_its_resources():
+    res = CliRunner().invoke(main, ["sweep", "--grid", "paper", "--dry-run", "--address", "auto"])
+    assert res.exit_code == 0, res.output
+    assert "grid paper: 45 configurations on GPUs" in res.output
+    assert "resnet152-adam-lr1e-02" in res.output and "resnet18-rmsprop-lr1e-04" in res.output
+    assert " 45 " in res.output
+
+
+def test_dry_run_json_is_one_object_per_configuration():
+    res = CliRunner().invoke(main, ["sweep", "--grid", "paper", "--dry-run", "--json", "--epochs", "3",
+                                    "--gpus-per-trial", "0.5", "--address", "auto"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) == 45 and len({r["trial_id"] for r in rows}) == 45
+    assert {r["config"]["epochs"] for r in rows} == {3}
+    assert {r["resources"]["gpus"] for r in rows} == {0.5}
+
+
+def test_options_become_the_sweep_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outcome = mock.Mock()
+    outcome.summary.return_value = "sweep smoke: done"
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=outcome) as run:
+        res = CliRunner().invoke(main, [
+            "sweep", "--grid", "smoke", "--name", "s1", "--data", str(tmp_path), "--storage", "s3://b/sweeps",
+            "--address", "auto", "--gpus-per-trial", "2", "--cpus-per-trial", "4", "--max-concurrent", "3",
+            "--resume", "--restart-errored", "--epochs", "5", "--batch-size", "8", "--loss", "dice",
+            "--max-steps", "7", "--image-size", "128", "--tracking-uri", "http://head:5000"])
+    assert res.exit_code == 0, res.output
+    assert "sweep smoke: done" in res.output
+    cfg: SweepConfig = run.call_args.args[0]
+    assert (cfg.name, cfg.grid, cfg.data, cfg.storage, cfg.address) == ("s1", "smoke", str(tmp_path),
+                                                                         "s3://b/sweeps", "auto")
+    assert (cfg.gpus_per_trial, cfg.cpus_per_trial, cfg.max_concurrent, cfg.resume, cfg.restart_errored) == (
+        2.0, 4.0, 3, True, True)
+    assert cfg.overrides == {"epochs": 5, "batch_size": 8, "loss": "dice", "max_steps": 7, "image_size": 128}
+    assert run.call_args.kwargs["tracking"].tracking_uri == "http://head:5000"
+
+
+def test_no_tracking_and_default_data_from_orch_toml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "orch.toml").write_text(f'[data]\nprepared = "{tmp_path / "prep"}"\n')
+    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+        res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--no-tracking"])
+    assert res.exit_code == 0, res.output
+    assert run.call_args.args[0].data == str(tmp_path / "prep") and run.call_args.kwargs["tracking"] is None
+
+
+def test_user_errors_are_clean(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner()
+    res = r.invoke(main, ["sweep", "--grid", "smoke"])
+    assert res.exit_code == 1 and "run `orch prep SOURCE OUT`" in res.output and "Traceback" not in res.output
+    res = r.invoke(main, ["sweep", "--grid", "nope", "--dry-run"])
+    assert res.exit_code == 1 and "valid grids: paper, smoke" in res.output
+    res = r.invoke(main, ["sweep", "--grid", "smoke", "--json"])
+    assert res.exit_code == 2 and "--json only applies to --dry-run" in res.output
+    res = r.invoke(main, ["sweep", "--grid", "smoke", "--dry-run", "--gpus-per-trial", "1.5", "--address", "auto"])
+    assert res.exit_code == 1 and "whole number" in res.output
+    res = r.invoke(main, ["sweep", "--grid", "smoke", "--loss", "mse"])
+    assert res.exit_code == 2
