@@ -115,7 +115,17 @@ def _graph_checks() -> dict:
     a = x.clone()
     g.replay()
     aug_differs = bool((a != x).any())
-    return {"rel_loss_diff": rel_loss, "rel_param_diff": rel_param, "aug_differs_per_replay": aug_differs,
+    per_opt = {}
+    for opt_name in ("sgd", "rmsprop"):  # adam is covered above: each optimizer must capture
+        torch.manual_seed(0)
+        model = create_model("resnet18").to(dev).to(memory_format=torch.channels_last)
+        step = TrainStep(model, make_optimizer(model.parameters(), cfg.replace(optimizer=opt_name), dev),
+                         make_loss("bce_dice"), make, dev, resolve_amp("auto", dev), None, mode="graph")
+        for k in range(8):
+            step(torch.arange(16 * (k % 4), 16 * (k % 4) + 16, device=dev))
+        per_opt[opt_name] = {"mode": step.mode, "loss_sum": float(step.loss_sum),
+                             "error": step.timings.get("capture_error")}
+    return {"per_optimizer": per_opt, "rel_loss_diff": rel_loss, "rel_param_diff": rel_param, "aug_differs_per_replay": aug_differs,
             "loss_eager_first_last": [float(losses["eager"][0]), float(losses["eager"][-1])],
             "ok": rel_loss < 0.05 and rel_param < 0.05 and aug_differs}
 

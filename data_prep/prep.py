@@ -20,15 +20,16 @@ import multiprocessing as mp
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
 from data_prep import metadata as md
 from data_prep.errors import PrepError, Problem, ValidationFailed
 from data_prep.layout import PatientSource, discover
-from data_prep.shards import (FORMAT_VERSION, SHARD_DIR, check_shard, file_sha256, shard_name, write_shard)
-from data_prep.split import split_patients
+from data_prep.shards import (FORMAT_VERSION, SHARD_DIR, check_compression, check_shard, file_sha256, shard_name,
+                              write_shard)
+from data_prep.split import split_patients, split_sizes
 from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE, load_slice, slice_digest
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,9 @@ class PrepOptions:
     compression_level: int | None = None
 
     def check(self) -> None:
-        from data_prep.shards import _filters
-        from data_prep.split import split_sizes
-
+        """Raise ValueError naming the bad field and its valid values."""
         split_sizes(10, self.val_frac, self.test_frac)
-        _filters(self.compression, self.compression_level)
+        check_compression(self.compression, self.compression_level)
         if not 0 <= self.max_missing_frac <= 1:
             raise ValueError(f"max_missing_frac={self.max_missing_frac}: must be in [0, 1]")
         if self.numeric_fill not in md.NUMERIC_FILLS:
@@ -122,6 +121,13 @@ def _build(pat: PatientSource, good: list[int], fingerprint: str, path: Path, kn
     return {"sha256": file_sha256(path), "bytes": path.stat().st_size, "reused": reused}
 
 
+def _mp_context():
+    """fork where the platform has it: spawn/forkserver re-import the caller's ``__main__``, which breaks
+    scripts without a ``__main__`` guard and stdin scripts. The workers only decode TIFFs and write HDF5 files
+    they open themselves, so no lock another parent thread might hold (a progress bar's) is touched."""
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
 def _run(fn: Callable, tasks: list[tuple], workers: int, stage: str, progress: ProgressFn | None) -> list:
     """``[fn(*t) for t in tasks]`` over ``workers`` processes (in order), reporting progress as tasks finish."""
     total = len(tasks)
@@ -134,8 +140,7 @@ def _run(fn: Callable, tasks: list[tuple], workers: int, stage: str, progress: P
             if progress:
                 progress(stage, i + 1, total)
         return results
-    # spawn: the caller may hold threads (a progress bar, Ray); forking those is unsafe.
-    with cf.ProcessPoolExecutor(min(workers, total), mp_context=mp.get_context("spawn")) as pool:
+    with cf.ProcessPoolExecutor(min(workers, total), mp_context=_mp_context()) as pool:
         futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
         results: list = [None] * total
         for done, fut in enumerate(cf.as_completed(futures), 1):
@@ -165,6 +170,8 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     except ValueError as e:
         raise PrepError(str(e)) from e
     source, out = Path(source).resolve(), Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise PrepError(f"OUT {out} exists and is not a folder: choose a new or existing folder for the output")
     lay = discover(source)
     raw, csv_problems, csv_warnings = md.read_csv(lay.csv_path)
     salt = f"v{FORMAT_VERSION}:{opts.compression}:{opts.compression_level}"
@@ -176,15 +183,17 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     if not kept:
         raise PrepError(f"no valid slice left under {source}: every slice has a problem (see above)")
     warnings = lay.warnings + csv_warnings
-    for p in problems:
-        log.warning("excluded %s", p)
+    _log_list("excluded (--skip-invalid)", [str(p) for p in problems])
 
     ids = [p.patient for p, _ in kept]
     no_row, no_images = md.join_warnings(raw, ids, lay.csv_path)
-    warnings += [f"{pid}: has images but no row in data.csv (metadata imputed)" for pid in no_row]
-    warnings += [f"{pid}: row in data.csv but no images" for pid in no_images]
-    for w in warnings:
-        log.warning("%s", w)
+    if no_row:
+        warnings.append(f"{len(no_row)} patient(s) have images but no row in data.csv (their metadata is imputed): "
+                        f"{_few(no_row)}")
+    if no_images:
+        warnings.append(f"{len(no_images)} data.csv row(s) have no images (kept in the metadata table only): "
+                        f"{_few(no_images)}")
+    _log_list("warning", warnings)
     table, imputation = md.clean(raw, ids, opts.max_missing_frac, opts.numeric_fill)
     split = split_patients([(p.patient, p.institution) for p, _ in kept], opts.val_frac, opts.test_frac,
                            opts.split_seed)
@@ -260,6 +269,12 @@ def _read_old_manifest(out: Path) -> dict[str, str]:
     return old
 
 
-def iter_problems(problems: Iterable[Problem]) -> list[dict]:
-    """Problems as plain dicts (for JSON reports)."""
-    return [p.to_dict() for p in problems]
+def _log_list(what: str, lines: list[str], limit: int = 20) -> None:
+    for line in lines[:limit]:
+        log.warning("%s: %s", what, line)
+    if len(lines) > limit:
+        log.warning("... %d more (all in manifest.json)", len(lines) - limit)
+
+
+def _few(items: list[str], k: int = 5) -> str:
+    return ", ".join(items[:k]) + (f" ... (all {len(items)} in manifest.json 'metadata')" if len(items) > k else "")

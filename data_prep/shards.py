@@ -36,9 +36,16 @@ def shard_name(patient: str) -> str:
     return f"{patient}.h5"
 
 
-def _filters(compression: str, level: int | None) -> dict:
+def check_compression(compression: str, level: int | None) -> None:
+    """Raise ValueError naming the valid choices when ``compression``/``level`` is not a supported setting."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression={compression!r}: choose one of {', '.join(COMPRESSIONS)}")
+    if level is not None and (compression != "gzip" or not 0 <= level <= 9):
+        raise ValueError(f"compression_level={level}: only gzip takes a level, 0-9")
+
+
+def _filters(compression: str, level: int | None) -> dict:
+    check_compression(compression, level)
     opts = None if compression == "lzf" else (4 if level is None else level)
     # shuffle would be a no-op on 1-byte elements, so it is left off.
     return {"compression": compression, "compression_opts": opts, "fletcher32": True, "track_times": False}
@@ -110,12 +117,9 @@ def check_shard(path: Path, fingerprint: str | None = None, sha256: str | None =
     return None
 
 
-def read_shard_into(path: Path, rows: np.ndarray | None, image_out: np.ndarray, mask_out: np.ndarray) -> None:
-    """Read a shard's images/masks into preallocated arrays; ``rows`` selects slices (None: all of them)."""
+def read_shard_into(path: Path, image_out: np.ndarray, mask_out: np.ndarray, slice_out: np.ndarray) -> None:
+    """Read a whole shard into preallocated arrays (HDF5 decompresses straight into them, no extra copy)."""
     with h5py.File(path, "r") as f:
-        if rows is None:
-            f["image"].read_direct(image_out)
-            f["mask"].read_direct(mask_out)
-        else:
-            image_out[...] = f["image"][rows]
-            mask_out[...] = f["mask"][rows]
+        f["image"].read_direct(image_out)
+        f["mask"].read_direct(mask_out)
+        slice_out[...] = f["slice"][:]

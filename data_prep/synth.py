@@ -11,8 +11,10 @@ Layout written (as ``kaggle_3m`` in the public copies)::
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import csv
 import logging
+import multiprocessing as mp
 import os
 from pathlib import Path
 
@@ -20,6 +22,9 @@ import numpy as np
 import tifffile
 
 from data_prep.layout import CSV_COLUMNS
+
+# fork where available (see data_prep.prep._mp_context): spawn would re-run an unguarded caller script.
+_START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,13 @@ _CODE_RANGES = {
 
 
 def make_synthetic(out: str | os.PathLike, patients: int = 6, seed: int = 0, min_slices: int = 20,
-                   max_slices: int = 52) -> Path:
+                   max_slices: int = 52, workers: int = 1) -> Path:
     """Write a synthetic LGG tree under ``out/kaggle_3m`` and return that folder.
 
     Each patient gets ``min_slices..max_slices`` slices (the real range is 20-88; the default mean ~36 matches
     the real 3,929 slices / 110 patients), a brain ellipse that grows and shrinks across slices, and a bright
     tumour blob (strongest in the FLAIR channel) on one contiguous run of about a third of the slices.
+    ``workers`` processes write patients in parallel; the files do not depend on it.
     """
     if patients < 1:
         raise ValueError(f"patients={patients}: need at least 1")
@@ -49,11 +55,17 @@ def make_synthetic(out: str | os.PathLike, patients: int = 6, seed: int = 0, min
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ids = _patient_ids(rng, patients)
-    rows = []
+    rows, jobs = [], []
     for pid, folder in ids:
         n = int(rng.integers(min_slices, max_slices + 1))
-        _write_patient(root / folder, folder, n, np.random.default_rng(rng.integers(2**63)))
+        jobs.append((root / folder, folder, n, int(rng.integers(2**63))))  # seeds drawn in order: deterministic
         rows.append(_csv_row(rng, pid))
+    if workers > 1 and len(jobs) > 1:
+        with cf.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context(_START)) as pool:
+            list(pool.map(_write_patient, *zip(*jobs)))
+    else:
+        for job in jobs:
+            _write_patient(*job)
     # One patient with (almost) every field empty, like TCGA_HT_A61B in the real table.
     if patients >= 3:
         rows[-1] = {"Patient": rows[-1]["Patient"], "MethylationCluster": rows[-1]["MethylationCluster"]}
@@ -103,7 +115,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -
     return np.clip(up / 0.6, -1, 1)
 
 
-def _write_patient(folder: Path, name: str, n: int, rng: np.random.Generator) -> None:
+def _write_patient(folder: Path, name: str, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     cy, cx = SIZE / 2 + rng.normal(0, 6), SIZE / 2 + rng.normal(0, 6)
@@ -113,7 +126,8 @@ def _write_patient(folder: Path, name: str, n: int, rng: np.random.Generator) ->
     texture = _smooth_noise(rng, (SIZE, SIZE), 16).astype(np.float32)
     # Tumour: a contiguous run of ~1/3 of the slices, centred inside the brain, radius peaking mid-run.
     run = max(3, int(round(n * rng.uniform(0.25, 0.45))))
-    start = int(rng.integers(max(1, n // 5), max(2, n - run - n // 6)))
+    lo = max(2, n // 5)  # at least one tumour-free slice at each end of the volume, as in the real scans
+    start = int(rng.integers(lo, max(lo, n - run - max(1, n // 6) + 1) + 1))
     ty, tx = cy + rng.uniform(-35, 35), cx + rng.uniform(-30, 30)
     t_r = rng.uniform(12, 26)
     for s in range(1, n + 1):

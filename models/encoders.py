@@ -78,7 +78,11 @@ class ResNetEncoder(ResNet):
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shapes differ: weights of another depth
+            raise ValueError(f"encoder weights file {p} does not match this encoder ({str(e)[:200]}...); "
+                             "use the torchvision weights of the same depth") from e
         if missing or unexpected:
             raise ValueError(
                 f"encoder weights file {p} does not match this encoder: {len(missing)} missing keys "

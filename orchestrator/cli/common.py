@@ -31,12 +31,10 @@ def user_errors(fn):
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     types = list(_USER_ERRORS)
-    try:  # data_prep's error type, when that package provides one
-        from data_prep.errors import PrepError
+    from data_prep.errors import PrepError
+    from orchestrator.predict import PredictError
 
-        types.append(PrepError)
-    except ImportError:
-        pass
+    types += [PrepError, PredictError]
     return tuple(types)
 
 

@@ -59,7 +59,8 @@ class SweepOutcome:
         """One line: counts, time, best configuration by test ``dice_volume_mean``."""
         counts = ", ".join(f"{n} {k}" for k, n in self.counts.items()) or "no trials"
         m, s = divmod(int(round(self.elapsed_s)), 60)
-        line = f"sweep {self.name}: {len(self.results)} configurations ({counts}) in {m}m{s:02d}s"
+        resumed = " (resumed)" if self.restored else ""
+        line = f"sweep {self.name}{resumed}: {len(self.results)} configurations ({counts}) in {m}m{s:02d}s"
         scored = self.results.dropna(subset=["test_dice_volume_mean"]) if len(self.results) else self.results
         if len(scored):
             best = scored.loc[pd.to_numeric(scored["test_dice_volume_mean"]).idxmax()]
@@ -97,6 +98,8 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
     # Tune forces a state snapshot after each checkpoint (num_to_keep=1): that is what makes a SIGKILLed driver
     # resumable, not a bottleneck at one checkpoint per epoch, so its warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's new console output prints its own banner even at verbose=0; the live table is ours.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     own_ray = not ray.is_initialized()
     if own_ray:
         if cfg.address:
@@ -117,7 +120,7 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
             tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
                                        restart_errored=cfg.restart_errored)
             # The run config (callbacks included) comes back from tuner.pkl; the live table is this process's.
-            tuner._tuner_internal.get_run_config().callbacks = [progress]
+            tuner._local_tuner.get_run_config().callbacks = [progress]
         else:
             max_conc = cfg.max_concurrent or default_max_concurrent(plans, cluster)
             tuner = tune.Tuner(

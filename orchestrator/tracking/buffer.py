@@ -1,6 +1,6 @@
 """The outage buffer: one JSONL file per trial holding the records the tracking store has not accepted yet.
 
-File ``<buffer_dir>/<trial_id>.jsonl``; the first line says where the records belong, each later line is one
+File ``<buffer_dir>/<trial_id>.<parent run id>.jsonl``; the first line says where the records belong, each later line is one
 record, in the order the trial produced them::
 
     {"op": "open", "uri": ..., "experiment_id": ..., "parent_run_id": ..., "trial_id": ...}
@@ -30,11 +30,17 @@ def default_buffer_dir() -> Path:
 
 
 class TrialBuffer:
-    """The pending records of one trial."""
+    """The pending records of one trial of one sweep, in the file ``path``."""
 
-    def __init__(self, buffer_dir: str | os.PathLike, trial_id: str) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_trial(cls, buffer_dir: str | os.PathLike, trial_id: str, parent_run_id: str) -> "TrialBuffer":
+        """``<buffer_dir>/<trial_id>.<parent run id>.jsonl``: the parent id keeps two sweeps that share a buffer
+        directory (and trial ids) apart."""
         safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in trial_id)
-        self.path = Path(buffer_dir) / f"{safe}.jsonl"
+        return cls(Path(buffer_dir) / f"{safe}.{parent_run_id}.jsonl")
 
     def __bool__(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0

@@ -5,6 +5,7 @@ back the trained network."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,18 +56,23 @@ def log_model_from_checkpoint(uri: str, run_id: str, checkpoint: Path) -> str:
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, out)
-    previous = mlflow.get_tracking_uri()
+    # mlflow.pytorch.log_model only knows the fluent API (global URI + active run): point it at our store, then
+    # restore. set_tracking_uri also writes MLFLOW_TRACKING_URI, which is how a previous URI is remembered.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model, name="model", signature=signature,
+                # pickle: 3.17 defaults to "pt2" (torch.export), which needs an input example and traces the
+                # network; pickle needs orch's `models` package at load time, which a user of orch has.
+                serialization_format="pickle",
                 # Given explicitly: inferring them imports the model in a subprocess (slow) for no gain here.
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "orch"],
             )
             # start_run(run_id=...) ends the run FINISHED on exit: that is the child's state already.
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # None: back to "not set" (env var removed too)
     return info.model_id
 
 

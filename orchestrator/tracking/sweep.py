@@ -133,9 +133,7 @@ class SweepTracker:
             for p in files:
                 c.log_artifact(self.parent_run_id, str(p), "report")
             if top_k > 0 and (results_dir / "results.csv").is_file():
-                from orchestrator.tracking.models import log_top_models
-
-                log_top_models(self, results_dir / "results.csv", top_k)
+                self._log_models(results_dir / "results.csv", top_k)
             c.log_batch(self.parent_run_id, tags=[RunTag(store.TAG_STATUS, status.lower())])
             c.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
         except Exception as e:  # noqa: BLE001 - the sweep itself is done; say what is missing
@@ -144,6 +142,17 @@ class SweepTracker:
                         str(e).splitlines()[0][:200], results_dir)
             return False
         return True
+
+    def _log_models(self, results_csv: Path, top_k: int) -> None:
+        from orchestrator.tracking.models import log_top_models
+
+        try:
+            log_top_models(self, results_csv, top_k)
+        except Exception as e:
+            if store.is_outage(e):
+                raise
+            # A model that cannot be rebuilt or serialised costs the model, not the sweep's record.
+            log.warning("sweep %s: the top-%d models were not logged: %s", self.sweep_name, top_k, e)
 
 
 def _ensure_report(results_dir: Path) -> None:

@@ -24,14 +24,13 @@ def sync_buffers(buffer_dir: str | os.PathLike, tracking_uri: str | None = None)
     ``tracking_uri`` when the store has moved). Replays are idempotent; a buffer is deleted once sent."""
     out = SyncOutcome()
     for path in pending(buffer_dir):
-        header, _ = TrialBuffer(path.parent, path.stem).read()
+        header, _ = TrialBuffer(path).read()
         if not header:
             log.warning("%s has no header line (which run it belongs to); left in place", path)
             out.kept.append(path.stem)
             continue
         tracker = TrialTracker(tracking_uri or header["uri"], header["experiment_id"], header["parent_run_id"],
                                header["trial_id"], buffer_dir=Path(buffer_dir), sweep_name=header.get("sweep_name"))
-        if tracker.buffer.path != path:  # a renamed file: read it under its own name
-            tracker.buffer.path = path
+        tracker.buffer = TrialBuffer(path)  # the file found, whatever its name
         (out.sent if tracker.flush(force=True) else out.kept).append(header["trial_id"])
     return out

@@ -59,7 +59,7 @@ def _numbers(metrics: dict) -> dict[str, float]:
 class TrialTracker:
     """The MLflow child run of one trial. Never raises into training: outages buffer, rejections warn.
 
-    ``buffer_dir`` holds this trial's pending records (``<buffer_dir>/<trial_id>.jsonl``); pass the sweep's
+    ``buffer_dir`` holds this trial's pending records (``<trial_id>.<parent run id>.jsonl``); pass the sweep's
     ``<sweep dir>/mlflow-buffer`` so that ``orch report SWEEP --sync`` finds what an outage left behind.
     """
 
@@ -78,7 +78,7 @@ class TrialTracker:
         self.parent_run_id = str(parent_run_id)
         self.trial_id = str(trial_id)
         self.sweep_name = sweep_name
-        self.buffer = TrialBuffer(buffer_dir or default_buffer_dir(), self.trial_id)
+        self.buffer = TrialBuffer.for_trial(buffer_dir or default_buffer_dir(), self.trial_id, self.parent_run_id)
         self.run_id: str | None = None
         self._client = store.client(uri)
         self._params: dict[str, str] = {}  # what the run holds

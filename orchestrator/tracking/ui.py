@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,13 +42,26 @@ class Server:
     log_path: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        """End the server and the workers it spawned (its own process group, see ``start_server``)."""
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
             try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and self._group_alive():
+                time.sleep(0.1)
+            if not self._group_alive():
+                break
+        self.process.poll()
+
+    def _group_alive(self) -> bool:
+        self.process.poll()  # reap the leader: a zombie would keep the group "alive"
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def start_server(backend_uri: str, artifacts_dir: str | os.PathLike, host: str = "127.0.0.1",
@@ -61,8 +75,11 @@ def start_server(backend_uri: str, artifacts_dir: str | os.PathLike, host: str =
     log_path = Path(log_path or artifacts.parent / f"mlflow-server-{port}.log")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.check_uri(backend_uri),
            "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    # The server's job runner (7 huey consumer processes for GenAI jobs) is not needed to browse runs: off,
+    # unless the user turned it on explicitly.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    with open(log_path, "ab") as logf:  # own session: stop() ends the server and its workers as one group
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

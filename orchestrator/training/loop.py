@@ -132,11 +132,12 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
             status = "diverged"
             metrics["epoch_time_s"] = time.perf_counter() - t0
             history.append({"epoch": epoch, **metrics})
-            log.warning("epoch %d: non-finite loss (%s): run diverged, stopping", epoch, loss)
+            log.warning("epoch %d: non-finite loss (train %s, val %s): run diverged, stopping", epoch, loss,
+                        metrics.get("val_loss"))
             if on_epoch:
                 on_epoch(EpochReport(epoch, metrics, False, run_dir, "diverged", rank))
             break
-        if metrics["dice_volume_mean"] > best["metric"]:
+        if _better(metrics, best):
             is_best = True
             best.update(metric=metrics["dice_volume_mean"], epoch=epoch, val=dict(metrics), pp=val_pp,
                         state={k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -156,6 +157,11 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
     if rank == 0:
         write_result(result)
     return result
+
+
+def _better(metrics: dict[str, float], best: dict) -> bool:
+    """Higher dice_volume_mean wins; ties (e.g. 0 while the model still predicts nothing) go to lower val_loss."""
+    return (metrics["dice_volume_mean"], -metrics["val_loss"]) > (best["metric"], -best["val"].get("val_loss", math.inf))
 
 
 def _save(run_dir: Path, cfg: TrainConfig, model, optimizer, scaler, epoch: int, history: list, best: dict,

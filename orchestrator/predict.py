@@ -1,0 +1,166 @@
+"""``orch predict MODEL INPUT OUT``: tumour masks for new slices, with LGG naming, overlays and a per-patient CSV.
+
+MODEL is an orch checkpoint (``best.pt``/``last.pt``), a run or sweep-trial directory holding one ``best.pt``, or
+an MLflow model URI (``models:/name/1``, ``runs:/<id>/model``). INPUT is a folder of one patient's slices
+(``..._<n>.tif``) or any tree holding such folders (an LGG ``kaggle_3m`` layout: mask files are ignored).
+
+OUT receives, per patient folder, ``<folder>/<stem>_<n>_mask.tif`` (uint8 {0, 255}, as LGG's masks),
+``overlays/<folder>/<stem>_<n>.png`` for the slices with predicted tumour, and ``patients.csv`` (one row per
+patient: slices, tumour slices, tumour pixels). Files are written to temporary names and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from PIL import Image
+
+from data_prep.tiffs import check_image, read_tiff
+
+log = logging.getLogger(__name__)
+
+_SLICE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
+_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://")
+
+
+class PredictError(ValueError):
+    """Bad MODEL or INPUT: the message names it, says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class PatientSlices:
+    folder: str  # output folder name (the input folder's name)
+    stem: str  # file stem before ``_<n>``
+    numbers: list[int]
+    paths: list[Path]
+
+
+def find_slices(root: str | os.PathLike) -> list[PatientSlices]:
+    """Every folder under ``root`` (itself included) holding ``<stem>_<n>.tif`` images; masks are skipped.
+
+    Slices are sorted numerically (``_2`` before ``_10``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PredictError(f"INPUT {root} is not a folder: pass a patient folder of ..._<n>.tif slices or a tree of them")
+    found: dict[Path, list[tuple[int, str, Path]]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            m = _SLICE.match(name)
+            if m:  # ``..._<n>_mask.tif`` does not match: the number must come right before the suffix
+                found.setdefault(Path(dirpath), []).append((int(m.group("n")), m.group("stem"), Path(dirpath) / name))
+    if not found:
+        raise PredictError(f"INPUT {root} holds no slice images named <stem>_<n>.tif; "
+                           "point it at an LGG patient folder or a kaggle_3m tree")
+    out = []
+    for folder, items in sorted(found.items()):
+        items.sort()
+        seen_folders = {p.folder for p in out}
+        name = folder.name if folder.name not in seen_folders else str(folder.relative_to(root)).replace(os.sep, "_")
+        out.append(PatientSlices(name, items[0][1], [n for n, _, _ in items], [p for _, _, p in items]))
+    return out
+
+
+def resolve_model(spec: str) -> tuple[torch.nn.Module, int | None, str]:
+    """(model in eval mode, the image size it was trained at or None, a description) for MODEL."""
+    from orchestrator.training import load_checkpoint
+
+    if spec.startswith(_MLFLOW_SCHEMES):
+        from orchestrator.tracking import load_logged_model
+
+        model, image_size = load_logged_model(spec)
+        return model, image_size, spec
+    p = Path(spec)
+    if p.is_dir():
+        found = sorted(p.rglob("best.pt"))
+        if len(found) != 1:
+            what = "no best.pt" if not found else f"{len(found)} best.pt files ({', '.join(map(str, found[:4]))})"
+            raise PredictError(f"MODEL {p} holds {what}; pass one checkpoint file or a single trial's directory")
+        p = found[0]
+    if not p.exists():
+        raise PredictError(f"MODEL {spec} is neither a checkpoint file, a run directory nor an MLflow model URI "
+                           "(models:/NAME/VERSION, runs:/RUN_ID/model)")
+    try:
+        model, cfg, _ = load_checkpoint(p)
+    except ValueError as e:
+        raise PredictError(str(e)) from e
+    return model, cfg.image_size, str(p)
+
+
+def _read_images(patient: PatientSlices) -> np.ndarray:
+    images, problems = [], []
+    for path in patient.paths:
+        arr, why, _ = read_tiff(path)
+        why = why or check_image(arr)
+        if why:
+            problems.append(f"{path}: {why}")
+        else:
+            images.append(arr)
+    if problems:
+        raise PredictError("cannot predict on these slices (fix or remove them, then rerun):\n  " + "\n  ".join(problems))
+    return np.stack(images)  # (N, 256, 256, 3) uint8
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """FLAIR slice (channel 1) in grey with the predicted tumour tinted red: (H, W, 3) uint8 RGB."""
+    grey = np.repeat(image[..., 1:2], 3, axis=2).astype(np.float32)
+    red = np.array([255.0, 0.0, 0.0], dtype=np.float32)
+    out = np.where(mask[..., None] > 0, 0.55 * grey + 0.45 * red, grey)
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | os.PathLike, device: str = "auto",
+                 batch_size: int = 32, threshold: float = 0.5, overlays: bool = True, progress=None) -> list[dict]:
+    """Predict every slice under ``input_dir`` into ``out_dir``; returns the per-patient rows of ``patients.csv``.
+
+    ``progress(done, total)`` is called after each patient (the CLI draws a bar with it)."""
+    from orchestrator.training import predict_masks
+
+    patients = find_slices(input_dir)  # validate INPUT before loading a model or writing anything
+    model, image_size, described = resolve_model(model_spec)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    out = Path(out_dir)
+    log.info("predicting %d patient folders with %s on %s", len(patients), described, dev)
+    rows = []
+    for i, patient in enumerate(patients):
+        images = _read_images(patient)
+        prob = predict_masks(model, images, dev, image_size=image_size, batch_size=batch_size, amp_dtype=amp)
+        masks = (prob >= threshold).astype(np.uint8)  # (N, H, W) {0, 1}
+        for n, image, mask in zip(patient.numbers, images, masks):
+            name = f"{patient.stem}_{n}"
+            _atomic_write(out / patient.folder / f"{name}_mask.tif",
+                          lambda t, m=mask: tifffile.imwrite(t, m * np.uint8(255), photometric="minisblack"))
+            if overlays and mask.any():
+                _atomic_write(out / "overlays" / patient.folder / f"{name}.png",
+                              lambda t, im=image, m=mask: _overlay(im, m).save(t, format="PNG"))
+        rows.append({"patient": patient.folder, "slices": len(masks),
+                     "tumour_slices": int(masks.any(axis=(1, 2)).sum()), "tumour_pixels": int(masks.sum())})
+        if progress:
+            progress(i + 1, len(patients))
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    _atomic_write(out / "patients.csv", write_csv)
+    return rows
