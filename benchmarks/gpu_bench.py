@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--encoders", default="resnet18,resnet34,resnet50,resnet101,resnet152")
     ap.add_argument("--fit-encoder", default="resnet34")
-    ap.add_argument("--fit-epochs", type=int, default=3)
-    ap.add_argument("--patients", type=int, default=30)
+    ap.add_argument("--fit-epochs", type=int, default=8)
+    ap.add_argument("--patients", type=int, default=24)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,12 +57,13 @@ def main() -> None:
         rows = run_bench(bcfg, out / "bench.jsonl", on_row=lambda r: print(json.dumps(r), flush=True))
 
     print("\n=== bench (img/s, batch %s) ===" % (rows[0]["batch_size"] if rows else "-"))
-    print(f"{'encoder':10} {'naive':>8} {'loop':>8} {'graph':>8} {'x naive':>8} {'ceiling':>8} {'/ceil':>6} "
+    print(f"{'encoder':10} {'naive':>8} {'strict':>8} {'loop':>8} {'graph':>8} {'x naive':>8} {'ceiling':>8} {'/ceil':>6} "
           f"{'peakGiB':>8} {'eval':>8} {'h_ours':>7} {'h_naive':>7}")
     for r in rows:
         best = max(r.get("loop_graph_img_per_s") or 0, r.get('loop_img_per_s') or 0)
         ceil = r.get("design_ceiling_img_per_s")
-        print(f"{r['encoder']:10} {r.get('naive_img_per_s') or 0:8.0f} {r.get('loop_img_per_s') or 0:8.0f} "
+        print(f"{r['encoder']:10} {r.get('naive_img_per_s') or 0:8.0f} {r.get('naive_strict_img_per_s') or 0:8.0f} "
+              f"{r.get('loop_img_per_s') or 0:8.0f} "
               f"{r.get('loop_graph_img_per_s') or 0:8.0f} {best / (r.get('naive_img_per_s') or float('nan')):8.2f} {ceil or 0:8.0f} "
               f"{(best / ceil) if ceil else 0:6.2f} {r.get('loop_graph_peak_gib') or r.get('loop_peak_gib') or 0:8.2f} "
               f"{r.get('eval_img_per_s') or 0:8.0f} {r.get('paper_hours_ours', 0):7.2f} {r.get('paper_hours_naive', 0):7.2f}")
@@ -136,24 +137,35 @@ def _fit(args, out: Path) -> None:
     make_synthetic(work / "src", patients=4 if args.small else args.patients, seed=0)
     prepare(work / "src", work / "prep", PrepOptions(workers=1 if args.small else 8, val_frac=0.2, test_frac=0.2))
     prep_s = time.perf_counter() - t0
-    tcfg = TrainConfig(encoder=args.fit_encoder, epochs=args.fit_epochs, lr=1e-3, optimizer="adam")
+    base = TrainConfig(encoder=args.fit_encoder, epochs=args.fit_epochs, lr=1e-3, optimizer="adam")
     if args.small:
-        tcfg = tcfg.replace(encoder="resnet18", epochs=2, image_size=64, max_steps=2, batch_size=4)
+        base = base.replace(encoder="resnet18", epochs=2, image_size=64, max_steps=2, batch_size=4)
+    runs = {"auto": base, "graph_off": base.replace(cuda_graph="off", epochs=min(base.epochs, 3)),
+            "fp16": base.replace(amp="fp16", epochs=2), "sgd_graph_on": base.replace(optimizer="sgd", lr=1e-2,
+                                                                                      cuda_graph="on", epochs=2)}
+    fits = []
+    for label, tcfg in runs.items():
+        try:
+            fits.append(_one_fit(label, tcfg, work, prep_s))
+        except Exception:
+            traceback.print_exc()
+    (out / "fit.json").write_text(json.dumps(fits, indent=2))
+
+
+def _one_fit(label: str, tcfg: TrainConfig, work: Path, prep_s: float) -> dict:
     epochs = []
     t1 = time.perf_counter()
-    res = fit(tcfg, work / "prep", work / "run", on_epoch=lambda r: epochs.append({"epoch": r.epoch, **r.metrics}))
+    res = fit(tcfg, work / "prep", work / label, on_epoch=lambda r: epochs.append({"epoch": r.epoch, **r.metrics}))
     fit_s = time.perf_counter() - t1
-    fit_out = {"config": tcfg.to_dict(), "prep_s": prep_s, "fit_s": fit_s, "status": res.status,
-               "epochs": epochs, "test": res.test, "extra": res.extra,
-               "artefacts": sorted(p.name for p in (work / "run").iterdir())}
-    (out / "fit.json").write_text(json.dumps(fit_out, indent=2))
-
-    print("\n=== fit", tcfg.encoder, "status", res.status, f"prep {prep_s:.0f}s fit {fit_s:.0f}s ===")
+    print(f"\n=== fit {label}: {tcfg.encoder} {tcfg.optimizer} amp={tcfg.amp} cuda_graph={tcfg.cuda_graph} "
+          f"status {res.status}, prep {prep_s:.0f}s fit {fit_s:.0f}s ===")
     for e in epochs:
         print(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e.get('val_loss', float('nan')):.4f} "
               f"dice_volume_mean {e.get('dice_volume_mean', float('nan')):.3f} img/s {e['img_per_s']:.0f} epoch {e['epoch_time_s']:.1f}s")
     print("test", {k: round(v, 4) for k, v in res.test.items()})
     print("extra", res.extra)
+    return {"label": label, "config": tcfg.to_dict(), "fit_s": fit_s, "status": res.status, "epochs": epochs,
+            "test": res.test, "extra": res.extra, "artefacts": sorted(p.name for p in (work / label).iterdir())}
 
 
 if __name__ == "__main__":

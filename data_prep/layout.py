@@ -89,7 +89,7 @@ def discover(source: str | os.PathLike) -> Layout:
         for d in dirnames:
             if PATIENT_DIR_RE.match(d):
                 folders.append(here / d)  # a patient folder: don't descend into it
-            elif not d.startswith("."):
+            elif not d.startswith(".") and d != "__MACOSX":  # macOS zip residue mirrors the tree
                 keep.append(d)
         dirnames[:] = keep
         csvs += [here / f for f in filenames if f == CSV_NAME]

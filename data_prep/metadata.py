@@ -34,7 +34,7 @@ def read_csv(path: Path | None) -> tuple[pd.DataFrame, list[Problem], list[str]]
         return pd.DataFrame({c: pd.Series(dtype="string" if c == "Patient" else "Float64") for c in CSV_COLUMNS}), \
             problems, warnings
     try:
-        text = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        text = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         problems.append(Problem(str(path), f"not a readable CSV ({e})", "restore the dataset's data.csv",
                                 scope="csv"))
@@ -74,7 +74,7 @@ def read_csv(path: Path | None) -> tuple[pd.DataFrame, list[Problem], list[str]]
     return raw, problems, warnings
 
 
-def join_warnings(raw: pd.DataFrame, image_patients: list[str], csv_path: Path | None) -> tuple[list, list]:
+def join_warnings(raw: pd.DataFrame, image_patients: list[str]) -> tuple[list[str], list[str]]:
     """Patients with images but no CSV row, and CSV rows without images (both only warnings)."""
     in_csv = set(raw["Patient"].dropna())
     no_row = sorted(set(image_patients) - in_csv)

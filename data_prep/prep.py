@@ -13,12 +13,13 @@ complete shards; the next run reuses those and produces byte-identical output.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -101,12 +102,13 @@ def _build(pat: PatientSource, good: list[int], fingerprint: str, path: Path, kn
     """Pass 2 for one patient: reuse the shard at ``path`` when sound and built from this content, else write it."""
     reused = False
     if path.exists():
-        if known_sha is not None:  # listed in the previous manifest: its hash proves the bytes
-            reused = check_shard(path, fingerprint, sha256=known_sha, slices=len(good)) is None
-        else:  # left by a killed run: verify every chunk's checksum
-            reused = check_shard(path, fingerprint, slices=len(good)) is None
+        # Listed in the previous manifest: a matching hash proves the bytes. Left by a killed run (no manifest):
+        # every chunk's checksum is read instead.
+        reused = check_shard(path, fingerprint, sha256=known_sha, slices=len(good), deep=False) is None
         if not reused:
             log.info("rebuilding shard %s", path.name)
+        elif known_sha is not None:
+            return {"sha256": known_sha, "bytes": path.stat().st_size, "reused": True}
     if not reused:
         by_n = {s.n: s for s in pat.slices}
         images = np.empty((len(good), *IMAGE_SHAPE), np.uint8)
@@ -164,10 +166,10 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     :class:`~data_prep.errors.ValidationFailed` listing every problem (and writes nothing) unless
     ``skip_invalid``, which instead leaves the bad slices out and records them in ``manifest["excluded"]``.
     """
-    opts = (options or PrepOptions()).__class__(**{**asdict(options or PrepOptions()), **overrides})
     try:
+        opts = dataclasses.replace(options or PrepOptions(), **overrides)
         opts.check()
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise PrepError(str(e)) from e
     source, out = Path(source).resolve(), Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -177,6 +179,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     salt = f"v{FORMAT_VERSION}:{opts.compression}:{opts.compression_level}"
     scans: list[_Scan] = _run(_scan, [(p, salt) for p in lay.patients], opts.workers, "validate", progress)
     problems = lay.problems + csv_problems + [p for s in scans for p in s.problems]
+    problems.sort(key=lambda p: (p.scope == "csv", p.patient or "", p.slice or 0, p.path))  # slices in order
     if problems and not opts.skip_invalid:
         raise ValidationFailed(problems, str(source), str(out))
     kept = [(p, s) for p, s in zip(lay.patients, scans) if s.good]
@@ -186,7 +189,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     _log_list("excluded (--skip-invalid)", [str(p) for p in problems])
 
     ids = [p.patient for p, _ in kept]
-    no_row, no_images = md.join_warnings(raw, ids, lay.csv_path)
+    no_row, no_images = md.join_warnings(raw, ids)
     if no_row:
         warnings.append(f"{len(no_row)} patient(s) have images but no row in data.csv (their metadata is imputed): "
                         f"{_few(no_row)}")

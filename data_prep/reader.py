@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -69,7 +68,8 @@ class PreparedData:
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise PrepError(f"{path}: format_version {self.manifest.get('format_version')} is not "
                             f"{FORMAT_VERSION}; rerun `orch prep SOURCE {self.root}` with this version of orch")
-        self._shard_of = {p: s for s in self.manifest["shards"] for p in s["patients"]}
+        # format 1: one shard per patient
+        self._shard_of = {s["patients"][0]: s for s in self.manifest["shards"]}
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -84,6 +84,7 @@ class PreparedData:
         return list(self.manifest["split"][split])
 
     def split_of(self, patient: str) -> str:
+        """"train", "val" or "test": the split ``patient`` belongs to."""
         for s in SPLITS:
             if patient in self.manifest["split"][s]:
                 return s
@@ -93,7 +94,7 @@ class PreparedData:
              workers: int | None = None) -> SliceArrays:
         """Load a split (or the given ``patients``; both: their intersection) into memory in one call.
 
-        Decompression is the cost (~0.8 ms CPU per slice), so large loads fan out over ``workers`` forked
+        Decompression is the cost (~1-1.3 ms CPU per slice), so large loads fan out over ``workers`` forked
         processes (default: up to 4 cores) writing into one shared anonymous mapping; ``workers=1`` stays in
         this process.
         """
@@ -102,11 +103,9 @@ class PreparedData:
             unknown = sorted(set(patients) - set(self._shard_of))
             if unknown:
                 raise ValueError(f"patients not in {self.root}: {', '.join(unknown[:5])}")
-            chosen = [p for p in chosen if p in set(patients)]
+            wanted = set(patients)
+            chosen = [p for p in chosen if p in wanted]
         chosen = sorted(chosen)
-        # One shard per patient in format 1; shards listing several patients are read whole then filtered.
-        if any(len(self._shard_of[p]["patients"]) != 1 for p in chosen):
-            return self._load_generic(chosen)
         plan = []  # (shard path, first row in the output, slices)
         total = 0
         for p in chosen:
@@ -122,20 +121,9 @@ class PreparedData:
             _fill_parallel(plan, image, mask, slices, workers)
         else:
             for path, at, n in plan:
-                read_shard_into(path, image[at: at + n], mask[at: at + n], slices[at: at + n])
+                _read(path, image[at: at + n], mask[at: at + n], slices[at: at + n])
         pats = np.repeat(np.array(chosen, dtype=str), [n for _, _, n in plan])
         return SliceArrays(image, mask, pats, slices)
-
-    def _load_generic(self, chosen: list[str]) -> SliceArrays:
-        parts = []
-        for file in sorted({self._shard_of[p]["file"] for p in chosen}):
-            with h5py.File(self.root / file, "r") as f:
-                pat = f["patient"].asstr()[:]
-                rows = np.flatnonzero(np.isin(pat, chosen))
-                parts.append((f["image"][rows], f["mask"][rows], pat[rows], f["slice"][rows]))
-        image, mask, pat, sl = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        order = np.lexsort((sl, pat))
-        return SliceArrays(image[order], mask[order], pat[order].astype(str), sl[order].astype(np.int64))
 
     def metadata(self, raw: bool = False, all_rows: bool = False) -> pd.DataFrame:
         """The cleaned metadata, one row per prepared patient (imputed as ``manifest["metadata"]`` records).
@@ -160,6 +148,14 @@ class PreparedData:
             if progress:
                 progress("verify", i + 1, len(shards))
         return bad
+
+
+def _read(path: Path, image: np.ndarray, mask: np.ndarray, slices: np.ndarray) -> None:
+    try:
+        read_shard_into(path, image, mask, slices)
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise PrepError(f"shard {path} is missing or damaged ({e}): check with `orch prep --verify "
+                        f"{path.parent.parent}`, then rerun `orch prep SOURCE {path.parent.parent}` to rebuild it") from e
 
 
 def _default_load_workers(total_slices: int) -> int:
@@ -199,10 +195,16 @@ def _fill_parallel(plan: list[tuple[Path, int, int]], image: np.ndarray, mask: n
 
     def work(group):
         for path, at, n in group:
-            read_shard_into(path, image[at: at + n], mask[at: at + n], slices[at: at + n])
+            _read(path, image[at: at + n], mask[at: at + n], slices[at: at + n])
+
+    def child(group):
+        try:
+            work(group)
+        except BaseException:  # the parent reads this group again and raises the real error
+            os._exit(1)
 
     ctx = mp.get_context("fork")
-    procs = [(ctx.Process(target=work, args=(g,), daemon=True), g) for g in groups[1:] if g]
+    procs = [(ctx.Process(target=child, args=(g,), daemon=True), g) for g in groups[1:] if g]
     for p, _ in procs:
         p.start()
     work(groups[0])

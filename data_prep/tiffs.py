@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -91,25 +90,25 @@ def load_slice(s: SliceSource, patient: str) -> tuple[np.ndarray | None, np.ndar
     """
     problems: list[Problem] = []
     nbytes = 0
-    image = mask = None
+    image = mask = raw_image = None
     if s.image is not None:
-        arr, why, n = read_tiff(s.image)
+        raw_image, why, n = read_tiff(s.image)
         nbytes += n
-        why = why or check_image(arr)
+        why = why or check_image(raw_image)
         if why:
             problems.append(Problem(str(s.image), why, _REDOWNLOAD, patient=patient, slice=s.n))
         else:
-            image = arr
+            image = raw_image
     if s.mask is not None:
         arr, why, n = read_tiff(s.mask)
         nbytes += n
         if why is None:
             mask, why = check_mask(arr)
+            if why and raw_image is not None and raw_image.ndim >= 2 and arr.shape[:2] != raw_image.shape[:2]:
+                # the pair disagrees: say so, whichever of the two is the odd one
+                why = f"mask size {arr.shape[:2]} differs from its image's {raw_image.shape[:2]} ({why})"
         if why:
             problems.append(Problem(str(s.mask), why, _REDOWNLOAD, patient=patient, slice=s.n))
-    if image is not None and mask is not None and image.shape[:2] != mask.shape:
-        problems.append(Problem(str(s.mask), f"mask size {mask.shape} differs from image size {image.shape[:2]}",
-                                "use the mask that belongs to this image", patient=patient, slice=s.n))
     if problems or image is None or mask is None:
         return None, None, problems, nbytes
     return image, mask, problems, nbytes
@@ -124,8 +123,3 @@ def slice_digest(n: int, image: np.ndarray, mask01: np.ndarray) -> bytes:
     crc_i = zlib.crc32(np.ascontiguousarray(image).data)
     crc_m = zlib.crc32(np.ascontiguousarray(mask01).data)
     return struct.pack("<iII", int(n), crc_i, crc_m)
-
-
-def source_bytes(paths: list[Path]) -> int:
-    """Total size of the given files (bytes in, for the summary)."""
-    return sum(os.path.getsize(p) for p in paths if p is not None)

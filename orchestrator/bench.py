@@ -1,6 +1,7 @@
 """``orch bench``: images/s of one training step per encoder depth, three ways, in one run.
 
-- ``naive``: fp32, eager, NCHW, a float batch already on the device, default Adam (what a plain script does);
+- ``naive``: fp32, eager, NCHW, a float batch already on the device, default Adam, torch's default flags (what a
+  plain script does; cuDNN may use TF32 for convolutions); ``naive_strict``: the same with TF32 off;
 - ``loop``: our step -- uint8 data on the device, gather + GPU augmentation + normalisation, bf16 autocast,
   channels-last, fused Adam -- eager;
 - ``loop_graph``: the same step captured as one CUDA graph (what ``fit`` runs when ``cuda_graph`` is on/auto).
@@ -47,7 +48,7 @@ class BenchConfig:
     device: str = "auto"
     train_slices: int = FULL_TRAIN_SLICES
     eval_slices: int = FULL_EVAL_SLICES
-    variants: tuple[str, ...] = ("naive", "loop", "loop_graph")
+    variants: tuple[str, ...] = ("naive", "naive_strict", "loop", "loop_graph")
 
 
 def _sync(device: torch.device) -> None:
@@ -142,10 +143,18 @@ def _loop(encoder: str, cfg: BenchConfig, device: torch.device, split: DeviceSpl
 
 
 def _variant(variant: str, enc: str, cfg: BenchConfig, device: torch.device, split: DeviceSplit) -> dict[str, Any]:
-    if variant == "naive":  # torch's defaults, as a plain script runs: no cudnn autotuning
+    if variant == "naive":  # torch's defaults, as a plain script runs: no cudnn autotuning, TF32 convolutions
         torch.backends.cudnn.benchmark = False
         ips, peak = _naive(enc, cfg, device)
         return {"naive_img_per_s": ips, "naive_peak_gib": peak}
+    if variant == "naive_strict":  # the same with TF32 off: true fp32 arithmetic everywhere
+        torch.backends.cudnn.benchmark, tf32 = False, torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            ips, peak = _naive(enc, cfg, device)
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32
+        return {"naive_strict_img_per_s": ips}
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit() sets it
     r = _loop(enc, cfg, device, split, graph=variant == "loop_graph")
     out = {f"{variant}_img_per_s": r["img_per_s"], f"{variant}_peak_gib": r["peak_gib"], "amp": r["amp"],
@@ -173,7 +182,7 @@ def run_bench(cfg: BenchConfig, json_path: str | Path | None = None, on_row=None
         row: dict[str, Any] = {"device": name, "encoder": enc, "batch_size": cfg.batch_size,
                                "image_size": cfg.image_size, "steps": cfg.steps, "torch": torch.__version__}
         for variant in cfg.variants:
-            if variant == "loop_graph" and device.type != "cuda":
+            if variant in ("loop_graph", "naive_strict") and device.type != "cuda":
                 continue
             try:
                 row.update(_variant(variant, enc, cfg, device, split))

@@ -13,7 +13,11 @@ from orchestrator.cli.common import user_errors
 
 
 def _default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    try:
+        cores = len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 @contextmanager
@@ -43,7 +47,7 @@ def _mb(n: int) -> str:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--patients", type=click.IntRange(min=1), default=6, show_default=True, help="Number of patients.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
-@click.option("--workers", type=click.IntRange(min=1), default=_default_workers, show_default="min(2, cores)",
+@click.option("--workers", type=click.IntRange(min=1), default=_default_workers, show_default="min(8, cores)",
               help="Worker processes (the files do not depend on it).")
 @user_errors
 def synth_cmd(out: str, patients: int, seed: int, workers: int) -> None:
@@ -59,7 +63,7 @@ def synth_cmd(out: str, patients: int, seed: int, workers: int) -> None:
 @click.option("--verify", "verify_only", is_flag=True, help="Only recheck the shards of OUT: `orch prep --verify OUT`.")
 @click.option("--skip-invalid", is_flag=True,
               help="Leave out bad slices/patients (recorded in manifest 'excluded') instead of stopping.")
-@click.option("--workers", type=click.IntRange(min=1), default=_default_workers, show_default="min(2, cores)",
+@click.option("--workers", type=click.IntRange(min=1), default=_default_workers, show_default="min(8, cores)",
               help="Worker processes.")
 @click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Fraction of patients for validation.")
@@ -104,6 +108,9 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
     seconds = time.perf_counter() - t0
     recorded = workdir.record_prepared(out)
     sp = m["split"]
+    prepared = set(m["institutions"])  # the prepared patients (data.csv may list more)
+    imputed = [p for p in m["metadata"]["imputed_patients"] if p in prepared]
+    incomplete = [p for p in m["metadata"]["incomplete"] if p in prepared]
     b_in, b_out = m["source"]["bytes"], m["bytes_out"]
     click.echo(
         f"prepared {m['patients']} patients, {m['slices']} slices ({m['tumour_slices']} with tumour) "
@@ -111,8 +118,7 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
         f"  split (seed {sp['seed']}): {len(sp['train'])} train / {len(sp['val'])} val / {len(sp['test'])} test "
         f"patients\n"
         f"  excluded: {len(m['excluded'])}; warnings: {len(m['warnings'])} (both listed in manifest.json); "
-        f"metadata imputed for {len(m['metadata']['imputed_patients'])} patient(s), "
-        f"{len(m['metadata']['incomplete'])} flagged incomplete\n"
+        f"metadata imputed for {len(imputed)} patient(s), {len(incomplete)} flagged incomplete\n"
         f"  bytes in {_mb(b_in)}, out {_mb(b_out)} ({b_out / max(b_in, 1):.2f}x)\n"
         f"  -> {out} (recorded in {recorded})"
     )

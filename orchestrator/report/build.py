@@ -32,12 +32,12 @@ def find_sweep_dir(sweep: str, storage: str | os.PathLike | None = None,
                    workdir: str | os.PathLike | None = None) -> Path | None:
     """The local directory of ``sweep``: the path itself, ``<storage>/<sweep>`` or ``<workdir>/sweeps/<sweep>``
     (the sweep's default storage), whichever holds a results.csv; None if none does."""
+    return next((c for c in _candidates(sweep, storage, workdir) if (c / "results.csv").is_file()), None)
+
+
+def _candidates(sweep: str, storage, workdir) -> list[Path]:
     work = Path(workdir or os.getcwd())
-    candidates = [Path(sweep)]
-    if storage:
-        candidates.append(Path(storage) / sweep)
-    candidates.append(work / "sweeps" / sweep)
-    return next((c for c in candidates if (c / "results.csv").is_file()), None)
+    return [Path(sweep)] + ([Path(storage) / sweep] if storage else []) + [work / "sweeps" / sweep]
 
 
 def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str | os.PathLike | None = None,
@@ -62,6 +62,8 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
         bdir = Path(buffer_dir) if buffer_dir else (sweep_dir or Path(sweep)) / BUFFER_DIRNAME
         done = sync_buffers(bdir, tracking_uri=tracking_uri)
         synced, kept = done.sent, done.kept
+        if done.sweep_finished is False:
+            kept.append("(the sweep's parent run)")
         if not (synced or kept):
             log.info("nothing buffered in %s", bdir)
     if sweep_dir is not None:
@@ -72,6 +74,12 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
         from orchestrator.tracking.store import default_tracking_uri
 
         uri = tracking_uri or default_tracking_uri(work)
+        db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        if db is not None and not db.is_file():  # reading must not create an empty store
+            looked = ", ".join(str(p) for p in _candidates(sweep, storage, work))
+            raise FileNotFoundError(
+                f"sweep {sweep!r} not found: no results.csv in {looked}, and no MLflow store at {db}; pass the "
+                "sweep directory, --storage, or --tracking-uri of the store the sweep recorded into")
         results = results_frame(uri, name)
         source = f"mlflow:{uri}#{name}"
     if results.empty:

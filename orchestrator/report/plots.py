@@ -66,10 +66,12 @@ def heatmaps(results: pd.DataFrame, out_dir: Path) -> list[Path]:
             for _, r in sub.iterrows():
                 if r["optimizer"] in OPTIMIZER_ORDER and r["lr"] in lrs:
                     grid[OPTIMIZER_ORDER.index(r["optimizer"]), lrs.index(r["lr"])] = r[col]
-            im = ax.imshow(grid, vmin=0, vmax=1, cmap="magma")
+            cmap = plt.get_cmap("magma").with_extremes(bad="#dddddd")  # not run / no value: grey, "–"
+            im = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap=cmap)
             for i, j in np.ndindex(grid.shape):
-                ax.text(j, i, "–" if np.isnan(grid[i, j]) else f"{grid[i, j]:.3f}", ha="center", va="center",
-                        color="white" if np.isnan(grid[i, j]) or grid[i, j] < 0.6 else "black", fontsize=8)
+                nan = np.isnan(grid[i, j])
+                ax.text(j, i, "–" if nan else f"{grid[i, j]:.3f}", ha="center", va="center",
+                        color="white" if not nan and grid[i, j] < 0.6 else "black", fontsize=8)
             ax.set(xticks=range(len(lrs)), xticklabels=[f"{lr:g}" for lr in lrs], yticks=range(len(OPTIMIZER_ORDER)),
                    yticklabels=OPTIMIZER_ORDER, xlabel="learning rate", title=title)
         fig.colorbar(im, ax=axes, shrink=0.8)

@@ -127,7 +127,11 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
                 trainable,
                 param_space={TRIAL_KEY: tune.grid_search(specs)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, trial_name_creator=trial_dirname,
-                                            trial_dirname_creator=trial_dirname, reuse_actors=True),
+                                            trial_dirname_creator=trial_dirname,
+                                            # Reusing a finished trial's process skips its start-up (~8 s on
+                                            # 2 cores, BENCHMARKS.md); Tune refuses it for trials that
+                                            # launched Ray Train workers.
+                                            reuse_actors=not any(p.workers for p in plans)),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=0, callbacks=[progress],
                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),

@@ -145,7 +145,7 @@ def run_trial(config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, int(plan.cpus)))
         train_loop(spec, tune.report, tune.get_checkpoint())
         return
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -158,6 +158,7 @@ def run_trial(config: dict[str, Any]) -> None:
         # Same (storage_path, name) on a retry: Ray Train resumes from the run's latest checkpoint.
         # Retries are Tune's job (FailureConfig at trial level), so the trainer itself does not retry.
         run_config=RunConfig(name=plan.trial_id, storage_path=spec["train_storage"],
-                             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0)),
+                             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     trainer.fit()

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlflow.entities import Param, RunStatus, RunTag
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # Files of the sweep directory logged on the parent run under report/ (written by orchestrator.report).
 SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png")
+SWEEP_PENDING = "sweep-pending.json"  # in the buffer dir: a parent run whose finish waits for the store
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
@@ -121,11 +123,15 @@ class SweepTracker:
         return TrialTracker(self.uri, self.experiment_id, self.parent_run_id, trial_id, buffer_dir=buffer_dir,
                             sweep_name=self.sweep_name)
 
-    def finish(self, results_dir: str | os.PathLike, top_k: int = 3, status: str = "FINISHED") -> bool:
+    def finish(self, results_dir: str | os.PathLike, top_k: int = 3, status: str = "FINISHED",
+               buffer_dir: str | os.PathLike | None = None) -> bool:
         """Log the sweep's tables and plots (writing the plots if ``results.csv`` has none yet), log the top
         ``top_k`` trials by test ``dice_volume_mean`` as MLflow models, and end the parent run.
-        Never raises: returns False (with a warning) when the store did not take everything."""
+
+        Never raises: when the store does not answer it returns False, and the pending finish is recorded in
+        ``buffer_dir`` (default ``<results_dir>/mlflow-buffer``) for ``orch report SWEEP --sync``."""
         results_dir = Path(results_dir)
+        pending = Path(buffer_dir or results_dir / "mlflow-buffer") / SWEEP_PENDING
         c = store.client(self.uri)
         try:
             _ensure_report(results_dir)
@@ -137,11 +143,26 @@ class SweepTracker:
             c.log_batch(self.parent_run_id, tags=[RunTag(store.TAG_STATUS, status.lower())])
             c.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
         except Exception as e:  # noqa: BLE001 - the sweep itself is done; say what is missing
-            log.warning("sweep %s: could not finish the parent run %s in %s (%s); run `orch report %s --sync` "
-                        "when the store answers", self.sweep_name, self.parent_run_id, self.uri,
-                        str(e).splitlines()[0][:200], results_dir)
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            record = {**asdict(self), "results_dir": str(results_dir.resolve()), "top_k": top_k, "status": status}
+            tmp = pending.with_name(pending.name + ".tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, pending)
+            log.warning("sweep %s: could not finish the parent run %s in %s (%s); recorded in %s: run "
+                        "`orch report %s --sync` when the store answers", self.sweep_name, self.parent_run_id,
+                        self.uri, str(e).splitlines()[0][:200], pending, results_dir)
             return False
+        pending.unlink(missing_ok=True)
         return True
+
+    @classmethod
+    def finish_pending(cls, pending: str | os.PathLike, tracking_uri: str | None = None) -> bool:
+        """Retry a finish that an outage interrupted (the ``sweep-pending.json`` that ``finish`` wrote)."""
+        rec = json.loads(Path(pending).read_text())
+        st = cls(uri=tracking_uri or rec["uri"], experiment_id=rec["experiment_id"],
+                 parent_run_id=rec["parent_run_id"], sweep_name=rec["sweep_name"])
+        return st.finish(rec["results_dir"], top_k=rec["top_k"], status=rec["status"],
+                         buffer_dir=Path(pending).parent)
 
     def _log_models(self, results_csv: Path, top_k: int) -> None:
         from orchestrator.tracking.models import log_top_models

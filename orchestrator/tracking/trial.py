@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -31,7 +32,10 @@ RUN_DIR_ARTIFACTS = (
     ("history.csv", None),
     ("result.json", None),
 )
-RETRY_INTERVAL_S = 20.0  # while the store is down, try again at most this often (each try may wait a timeout)
+# While the store is down, the next try waits this long, doubling after each failed try up to the maximum: a host
+# that drops packets costs a timeout per try (2 x MLFLOW_HTTP_REQUEST_TIMEOUT), not per epoch.
+RETRY_INTERVAL_S = 20.0
+MAX_RETRY_INTERVAL_S = 300.0
 _MAX_PARAMS, _MAX_METRICS = 100, 1000  # MLflow's per-batch limits
 
 
@@ -50,7 +54,7 @@ def test_key(name: str) -> str:
 def _numbers(metrics: dict) -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):  # numpy scalars are Real too
             continue
         out[str(k)] = float(v)
     return out
@@ -85,6 +89,7 @@ class TrialTracker:
         self._steps: dict[str, set[int]] = {}  # metric key -> steps the run holds
         self._retry_at = 0.0
         self.retry_interval_s = retry_interval_s
+        self._backoff = retry_interval_s
         self._warned = False
 
     # ----- public API (the contract with the sweep) -----
@@ -117,19 +122,18 @@ class TrialTracker:
         if not force and time.monotonic() < self._retry_at:
             return False
         _, records = self.buffer.read()
-        try:
-            self.run_id = None  # re-read the run: what did the store keep of the calls that "failed"?
-            for rec in records:
+        self.run_id = None  # re-read the run: what did the store keep of the calls that "failed"?
+        for rec in records:
+            try:
                 self._apply(rec)
-        except Exception as e:  # noqa: BLE001 - never into training
-            if not store.is_outage(e):
-                log.warning("trial %s: the tracking store rejected a buffered record (%s); dropping the buffer %s",
-                            self.trial_id, e, self.buffer.path)
-                self.buffer.clear()
-                return True
-            self._retry_at = time.monotonic() + self.retry_interval_s
-            return False
+            except Exception as e:  # noqa: BLE001 - never into training
+                if store.is_outage(e):  # still down: keep them all (replays are idempotent)
+                    self._postpone()
+                    return False
+                log.warning("trial %s: the tracking store rejected a buffered %s record (%s); dropped",
+                            self.trial_id, rec["op"], e)
         self.buffer.clear()
+        self._backoff = self.retry_interval_s
         log.warning("trial %s: tracking store %s is back; %d buffered records sent", self.trial_id, self.uri,
                     len(records))
         self._warned = False
@@ -144,8 +148,7 @@ class TrialTracker:
 
     def _submit(self, rec: dict, force: bool = False) -> None:
         if self.buffer and not self.flush(force=force):
-            self.buffer.append(rec, self._header)
-            self._warn_buffered(final=rec["op"] in ("finish", "fail"))
+            self._keep(rec)
             return
         try:
             self._apply(rec)
@@ -154,9 +157,21 @@ class TrialTracker:
                 log.warning("trial %s: the tracking store rejected %s (%s); record dropped", self.trial_id,
                             rec["op"], e)
                 return
+            self._postpone()
+            self._keep(rec, error=e)
+
+    def _postpone(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(2 * self._backoff, MAX_RETRY_INTERVAL_S)
+
+    def _keep(self, rec: dict, error: BaseException | None = None) -> None:
+        try:
             self.buffer.append(rec, self._header)
-            self._retry_at = time.monotonic() + self.retry_interval_s
-            self._warn_buffered(final=rec["op"] in ("finish", "fail"), error=e)
+        except OSError as e:  # a full or read-only disk loses the record, never the training run
+            log.error("trial %s: could not buffer a %s record in %s (%s); it is lost", self.trial_id, rec["op"],
+                      self.buffer.path, e)
+            return
+        self._warn_buffered(final=rec["op"] in ("finish", "fail"), error=error)
 
     def _warn_buffered(self, final: bool, error: BaseException | None = None) -> None:
         if final:

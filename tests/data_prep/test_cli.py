@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +15,7 @@ from orchestrator.cli import main
 def _fake_manifest() -> dict:
     return {"patients": 2, "slices": 10, "tumour_slices": 3, "split": {"seed": 4, "train": ["a"], "val": ["b"],
             "test": []}, "excluded": [], "warnings": [], "source": {"bytes": 100}, "bytes_out": 40,
-            "metadata": {"imputed_patients": [], "incomplete": []}}
+            "metadata": {"imputed_patients": ["a", "z"], "incomplete": ["a"]}, "institutions": {"a": "AA", "b": "BB"}}
 
 
 def test_prep_options_reach_the_library(monkeypatch, tmp_path):
@@ -38,6 +37,7 @@ def test_prep_options_reach_the_library(monkeypatch, tmp_path):
                                           max_missing_frac=0.3, numeric_fill="mean", compression="gzip",
                                           compression_level=1)
     assert "prepared 2 patients, 10 slices (3 with tumour)" in res.output
+    assert "metadata imputed for 1 patient(s), 1 flagged incomplete" in res.output
     recorded = tomllib.loads((tmp_path / "orch.toml").read_text())["data"]["prepared"]
     assert recorded == str((tmp_path / "OUT").resolve())
 

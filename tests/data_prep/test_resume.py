@@ -22,28 +22,30 @@ def _digests(out: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def slow_tree(tmp_path_factory) -> Path:
-    """Enough slices that a single-worker prep runs for a second or two, so it can be killed mid-write."""
-    return make_synthetic(tmp_path_factory.mktemp("slow"), patients=8, seed=11, min_slices=20, max_slices=24)
+def kill_tree(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("kill"), patients=6, seed=11, min_slices=8, max_slices=10)
+
+
+# The child pauses 0.3 s after each shard it writes, so the kill lands mid-run however loaded the machine is.
+_CHILD = ("import sys, time; from data_prep import prepare; "
+          "prepare(sys.argv[1], sys.argv[2], workers=1, "
+          "progress=lambda stage, done, total: time.sleep(0.3) if stage == 'write' and done else None)")
 
 
 @pytest.mark.slow
-def test_kill9_mid_prep_then_rerun_gives_identical_output(slow_tree, tmp_path):
+def test_kill9_mid_prep_then_rerun_gives_identical_output(kill_tree, tmp_path):
     ref = tmp_path / "ref"
-    prepare(slow_tree, ref, workers=1)
+    prepare(kill_tree, ref, workers=1)
     out = tmp_path / "out"
-    code = ("import sys; from data_prep import prepare; "
-            "prepare(sys.argv[1], sys.argv[2], workers=1)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(slow_tree), str(out)])
-    deadline = time.time() + 60
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(kill_tree), str(out)])
+    deadline = time.time() + 120
     try:
-        # kill once some shards are in place but the run is not finished
-        while time.time() < deadline:
+        while time.time() < deadline:  # kill once some shards are in place but the run is not finished
             done = list((out / "shards").glob("*.h5")) if (out / "shards").exists() else []
             if len(done) >= 2 or proc.poll() is not None:
                 break
             time.sleep(0.01)
-        assert proc.poll() is None, "prep finished before it could be killed; make the tree bigger"
+        assert proc.poll() is None, "prep finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -52,8 +54,11 @@ def test_kill9_mid_prep_then_rerun_gives_identical_output(slow_tree, tmp_path):
     with pytest.raises(Exception, match="stopped before finishing"):
         PreparedData(out)
     killed_shards = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.h5")}
-    m = prepare(slow_tree, out, workers=1)
-    assert _digests(out) == _digests(ref)  # byte-identical: shards, metadata, manifest
+    assert 2 <= len(killed_shards) < 6
+    # what a kill in the middle of writing a shard leaves: a partial temp file (never a partial .h5)
+    (out / "shards" / "TCGA_ZZ_0000.h5.tmp").write_bytes(b"\x89HDF partial")
+    m = prepare(kill_tree, out, workers=1)
+    assert _digests(out) == _digests(ref)  # byte-identical: shards, metadata, manifest; temp file gone
     assert m == json.loads((ref / "manifest.json").read_text())
     # the complete shards the killed run left were reused, not rewritten
     for name, mtime in killed_shards.items():
@@ -106,3 +111,15 @@ def test_changed_options_rebuild_and_stale_shards_go(synth_tree, tmp_path):
     assert m["storage"]["compression"] == "gzip"
     assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(Path(s["file"]).name for s in m["shards"])
     verify(out)
+
+
+def test_missing_shard_gives_a_clear_error(synth_tree, tmp_path):
+    from data_prep import PrepError
+
+    out = tmp_path / "out"
+    m = prepare(synth_tree, out, workers=1)
+    (out / m["shards"][0]["file"]).unlink()
+    pd_ = PreparedData(out)
+    for workers in (1, 2):
+        with pytest.raises(PrepError, match="missing or damaged.*orch prep --verify"):
+            pd_.load(workers=workers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -52,12 +53,19 @@ def test_synthetic_round_trip_is_pixel_exact(synth_tree, tmp_path):
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == m
 
 
-def test_parallel_load_equals_serial_load(synth_tree, tmp_path):
-    prepare(synth_tree, tmp_path / "out", workers=2)  # also exercises the process pool
+def test_parallel_prep_and_load_equal_serial(synth_tree, tmp_path):
+    m2 = prepare(synth_tree, tmp_path / "out", workers=2)  # the process pool
+    m1 = prepare(synth_tree, tmp_path / "out1", workers=1)
+    assert m1 == m2  # the same shards (sha256) whatever the worker count
     pd_ = PreparedData(tmp_path / "out")
     a, b = pd_.load(workers=1), pd_.load(workers=2)
     for k in ("image", "mask", "patient", "slice"):
         assert np.array_equal(getattr(a, k), getattr(b, k))
+    # lazy and picklable (Ray workers get it by value): nothing open, loads the same after a round trip
+    again = pickle.loads(pickle.dumps(pd_))
+    assert np.array_equal(again.load("val").image, pd_.load("val").image)
+    t = a.to_torch()
+    assert tuple(t["image"].shape) == a.image.shape and t["mask"].dtype.is_floating_point is False
 
 
 def test_duplicate_tree_readme_dsstore_and_numeric_order(src, tmp_path):
@@ -67,6 +75,8 @@ def test_duplicate_tree_readme_dsstore_and_numeric_order(src, tmp_path):
     folder = sorted(p for p in src.iterdir() if p.is_dir())[0]
     (folder / ".DS_Store").write_bytes(b"\0\1")
     (folder / "README.md").write_text("notes")
+    (src.parent / "__MACOSX" / "kaggle_3m" / folder.name).mkdir(parents=True)
+    (src.parent / "__MACOSX" / "kaggle_3m" / folder.name / f"._{folder.name}_1.tif").write_bytes(b"\0")
     lay = discover(src.parent)  # the parent of kaggle_3m
     assert len(lay.patients) == 4
     assert len(lay.duplicates) == 4 and not lay.problems
@@ -125,3 +135,13 @@ def test_lgg_sample(lgg_sample, tmp_path):
     arr = pd_.load(patients=["TCGA_CS_4942"])
     first = tifffile.imread(lgg_sample / "TCGA_CS_4942_19970222" / "TCGA_CS_4942_19970222_1.tif")
     assert np.array_equal(arr.image[0], first) and arr.slice[0] == 1
+
+
+def test_progress_reports_both_passes(synth_tree, tmp_path):
+    calls = []
+    prepare(synth_tree, tmp_path / "out", workers=1, progress=lambda *a: calls.append(a))
+    for stage in ("validate", "write"):
+        seen = [(d, t) for s, d, t in calls if s == stage]
+        assert seen[0] == (0, 4) and seen[-1] == (4, 4)
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert [s for s, _, _ in calls].index("write") > max(i for i, c in enumerate(calls) if c[0] == "validate")

@@ -60,7 +60,7 @@ CASES = {
     "mask_16bit": (lambda s: (tifffile.imwrite(_files(s)[1], np.zeros((256, 256), np.uint16)),
                               _files(s)[1])[1], "16-bit"),
     "mask_size": (lambda s: (tifffile.imwrite(_files(s)[1], np.zeros((128, 128), np.uint8)),
-                             _files(s)[1])[1], "mask shape is (128, 128)"),
+                             _files(s)[1])[1], "mask size (128, 128) differs from its image's (256, 256)"),
     "mask_truncated": (lambda s: (_truncate(_files(s)[1]), _files(s)[1])[1], "truncated"),
     "misnamed_slice": (lambda s: (shutil.copy(_files(s, 1)[0], _folder(s) / _files(s, 1)[0].name),
                                   _folder(s) / _files(s, 1)[0].name)[1], "named for another scan"),

@@ -41,7 +41,7 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
         scaled = res.to_dict() | {"test": {k: v * scale for k, v in res.test.items()}}
         assert tt.finish(scaled)
         rows.append(_row(f"t{i}", opt, lr, res, res.run_dir, scale))
-    sweep_dir = tmp_path / "sweeps" / "finish"
+    sweep_dir = tmp_path / "storage" / "finish"  # not ./sweeps: the report below must read MLflow
     sweep_dir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(sweep_dir / "results.csv", index=False)
 

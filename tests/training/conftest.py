@@ -6,9 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from data_prep import PrepOptions, make_synthetic, prepare
 from orchestrator.config import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a 2-core machine shared with other test processes, torch's default of one thread
+    per core spends most of its time waiting for the other thread (measured ~10x slower per step here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -95,3 +95,12 @@ def test_divergence_stops_without_raising(synthetic_prepared, tmp_path):
     assert result.epochs_completed == len(reports) - 1 < 4
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
     torch.manual_seed(0)  # leave the global RNG usable for later tests
+
+
+def test_cuda_graph_setting_maps_to_step_mode():
+    from orchestrator.training.step import step_mode
+
+    assert [step_mode(m) for m in ("auto", "on", "off", "graph", "eager")] == ["auto", "graph", "eager", "graph",
+                                                                               "eager"]
+    with pytest.raises(ValueError, match="cuda_graph='sometimes'"):
+        step_mode("sometimes")

@@ -4,6 +4,7 @@ finishes the remaining epochs only, and the result equals an uninterrupted run's
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def test_killed_run_resumes_remaining_epochs(synthetic_prepared, tmp_path):
     cfg = tiny_cfg(epochs=3)
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", _KILLED_AFTER_FIRST_EPOCH, str(synthetic_prepared), str(run_dir),
-                           json.dumps(cfg.to_dict())], capture_output=True, text=True, timeout=300)
+                           json.dumps(cfg.to_dict())], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert (run_dir / "last.pt").exists() and not (run_dir / "result.json").exists()
 
