@@ -57,16 +57,19 @@ def main() -> None:
         rows = run_bench(bcfg, out / "bench.jsonl", on_row=lambda r: print(json.dumps(r), flush=True))
 
     print("\n=== bench (img/s, batch %s) ===" % (rows[0]["batch_size"] if rows else "-"))
-    print(f"{'encoder':10} {'naive':>8} {'strict':>8} {'loop':>8} {'graph':>8} {'x naive':>8} {'ceiling':>8} {'/ceil':>6} "
+    print(f"{'encoder':10} {'naive':>8} {'strict':>8} {'loop':>8} {'graph':>8} {'x naive':>8} {'ceiling':>8} "
+          f"{'/ceil':>6} "
           f"{'peakGiB':>8} {'eval':>8} {'h_ours':>7} {'h_naive':>7}")
     for r in rows:
         best = max(r.get("loop_graph_img_per_s") or 0, r.get('loop_img_per_s') or 0)
         ceil = r.get("design_ceiling_img_per_s")
         print(f"{r['encoder']:10} {r.get('naive_img_per_s') or 0:8.0f} {r.get('naive_strict_img_per_s') or 0:8.0f} "
               f"{r.get('loop_img_per_s') or 0:8.0f} "
-              f"{r.get('loop_graph_img_per_s') or 0:8.0f} {best / (r.get('naive_img_per_s') or float('nan')):8.2f} {ceil or 0:8.0f} "
+              f"{r.get('loop_graph_img_per_s') or 0:8.0f} {best / (r.get('naive_img_per_s') or float('nan')):8.2f} "
+              f"{ceil or 0:8.0f} "
               f"{(best / ceil) if ceil else 0:6.2f} {r.get('loop_graph_peak_gib') or r.get('loop_peak_gib') or 0:8.2f} "
-              f"{r.get('eval_img_per_s') or 0:8.0f} {r.get('paper_hours_ours', 0):7.2f} {r.get('paper_hours_naive', 0):7.2f}")
+              f"{r.get('eval_img_per_s') or 0:8.0f} {r.get('paper_hours_ours', 0):7.2f} "
+              f"{r.get('paper_hours_naive', 0):7.2f}")
     if rows:
         print("paper grid projection (hours, sequential on this device):", summary(rows))
     try:
@@ -126,7 +129,8 @@ def _graph_checks() -> dict:
             step(torch.arange(16 * (k % 4), 16 * (k % 4) + 16, device=dev))
         per_opt[opt_name] = {"mode": step.mode, "loss_sum": float(step.loss_sum),
                              "error": step.timings.get("capture_error")}
-    return {"per_optimizer": per_opt, "rel_loss_diff": rel_loss, "rel_param_diff": rel_param, "aug_differs_per_replay": aug_differs,
+    return {"per_optimizer": per_opt, "rel_loss_diff": rel_loss, "rel_param_diff": rel_param,
+            "aug_differs_per_replay": aug_differs,
             "loss_eager_first_last": [float(losses["eager"][0]), float(losses["eager"][-1])],
             "ok": rel_loss < 0.05 and rel_param < 0.05 and aug_differs}
 
@@ -161,7 +165,8 @@ def _one_fit(label: str, tcfg: TrainConfig, work: Path, prep_s: float) -> dict:
           f"status {res.status}, prep {prep_s:.0f}s fit {fit_s:.0f}s ===")
     for e in epochs:
         print(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e.get('val_loss', float('nan')):.4f} "
-              f"dice_volume_mean {e.get('dice_volume_mean', float('nan')):.3f} img/s {e['img_per_s']:.0f} epoch {e['epoch_time_s']:.1f}s")
+              f"dice_volume_mean {e.get('dice_volume_mean', float('nan')):.3f} img/s {e['img_per_s']:.0f} "
+              f"epoch {e['epoch_time_s']:.1f}s")
     print("test", {k: round(v, 4) for k, v in res.test.items()})
     print("extra", res.extra)
     return {"label": label, "config": tcfg.to_dict(), "fit_s": fit_s, "status": res.status, "epochs": epochs,

@@ -85,7 +85,8 @@ def dice_from_counts(counts: np.ndarray) -> np.ndarray:
     return _ratio(2.0 * counts[:, TP], counts[:, PRED] + counts[:, TRUE])
 
 
-def compute_metrics(counts: np.ndarray, patients: Sequence[str] | np.ndarray, pixels_per_slice: int) -> dict[str, float]:
+def compute_metrics(counts: np.ndarray, patients: Sequence[str] | np.ndarray,
+                    pixels_per_slice: int) -> dict[str, float]:
     """Every DESIGN.md evaluation metric from per-slice counts (N, 3) and the patient id of each slice."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 2 or counts.shape[1] != 3 or len(counts) == 0:

@@ -29,6 +29,10 @@ def learning_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
 
     ax_l.plot(epochs, series("loss"), "o-", label="train loss")
     ax_l.plot(epochs, series("val_loss"), "s-", label="val loss")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_l, ax_d):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("loss")
     ax_l.set_yscale("log")

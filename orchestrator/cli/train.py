@@ -15,7 +15,9 @@ from orchestrator.cli.common import data_option, user_errors
 from orchestrator.config import DEVICES, LOSSES, OPTIMIZERS, ConfigError, TrainConfig
 
 console = Console()
-_EPOCH_COLUMNS = ("loss", "val_loss", "dice_volume_mean", "dice_global", "miou_2class", "img_per_s", "epoch_time_s")
+# metric -> column label (short: the table must fit 80 columns)
+_EPOCH_COLUMNS = {"loss": "loss", "val_loss": "val loss", "dice_volume_mean": "dice vol", "dice_global": "dice all",
+                  "miou_2class": "mIoU", "img_per_s": "img/s", "epoch_time_s": "s"}
 _ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -67,12 +69,13 @@ def train_cmd(data, encoder, optimizer, lr, epochs, batch_size, loss, seed, devi
     run_dir = Path(out or Path("runs") / cfg.short_name)
     table = Table(title=f"{cfg.short_name} -> {run_dir}")
     table.add_column("epoch", justify="right")
-    for c in _EPOCH_COLUMNS:
-        table.add_column(c, justify="right")
+    for label in _EPOCH_COLUMNS.values():
+        table.add_column(label, justify="right")
     with Live(table, console=console, refresh_per_second=4):
         result = fit(cfg, prepared_dir(data), run_dir, on_epoch=lambda r: table.add_row(
             f"{r.epoch}{' *' if r.is_best else ''}", *(_fmt(r.metrics.get(c)) for c in _EPOCH_COLUMNS)))
-    console.print(f"status [bold]{result.status}[/], {result.epochs_completed} epochs, best epoch {result.best_epoch}")
+    console.print(f"\nstatus [bold]{result.status}[/], {result.epochs_completed} epochs, best epoch {result.best_epoch}"
+                  " (best = highest validation dice_volume_mean, marked *)")
     if result.test:
         console.print(_metrics_table("test (best checkpoint)", result.test))
     console.print(f"artefacts in {run_dir}")
@@ -132,7 +135,7 @@ def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out):
         from data_prep import PreparedData
 
         pd = PreparedData(data)
-        n = {s: len(pd.load(s).slice) for s in ("train", "val", "test")}
+        n = {s: _split_slices(pd, s) for s in ("train", "val", "test")}
         cfg = BenchConfig(**{**cfg.__dict__, "train_slices": n["train"], "eval_slices": n["val"] + n["test"]})
     if not gpu:
         console.print(f"[yellow]no GPU: CPU run at small sizes (batch {cfg.batch_size}, {cfg.image_size}px, "
@@ -157,6 +160,15 @@ def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out):
     console.print(f"paper grid (45 configurations x 50 epochs, one after another on this device, train "
                   f"{cfg.train_slices} + eval {cfg.eval_slices} slices/epoch): ours {s['paper_hours_ours']:.2f} h, "
                   f"naive {s['paper_hours_naive']:.2f} h" + ("" if len(names) == 5 else " (only the depths run)"))
+
+
+def _split_slices(pd, split: str) -> int:
+    """Slices of a split from the manifest's shard table (a shard's patients all in the split), else by loading."""
+    members = set(pd.patients(split))
+    shards = pd.manifest.get("shards", [])
+    if all(set(s["patients"]) <= members or not set(s["patients"]) & members for s in shards):
+        return sum(s["slices"] for s in shards if set(s["patients"]) <= members)
+    return len(pd.load(split).slice)
 
 
 @click.command("models")

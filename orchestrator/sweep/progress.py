@@ -62,6 +62,8 @@ class SweepProgress(Callback):
             self._live.update(self.render(), refresh=True)
             self._live.stop()
             self._live = None
+            if not self.console.is_terminal:  # Live's last frame ends without a newline when output is a file
+                self.console.line()
 
     def _state(self, trial) -> TrialState | None:
         tid = trial.config.get("trial", {}).get("trial_id")

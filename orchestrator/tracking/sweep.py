@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,7 +102,10 @@ class SweepTracker:
             run = c.create_run(eid, run_name=sweep_name, tags={store.TAG_SWEEP: sweep_name, store.TAG_ROLE: "sweep"})
             log.info("created the parent run %s of sweep %s in experiment %s", run.info.run_id, sweep_name, eid)
         rid = run.info.run_id
-        all_tags = {store.TAG_VERSION: __version__, "orch.git_commit": git_commit(), **tags}
+        # orch.opened_at: when a driver last (re)attached, so a reader can tell a resumed sweep from a stale one.
+        opened = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f".{time.time_ns() % 10**9:09d}"
+        all_tags = {store.TAG_VERSION: __version__, "orch.git_commit": git_commit(), "orch.opened_at": opened,
+                    **tags}
         c.log_batch(rid, tags=[RunTag(str(k), str(v)) for k, v in all_tags.items()])
         held = dict(run.data.params)
         new = []

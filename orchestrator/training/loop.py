@@ -68,12 +68,14 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
     Resumes from ``run_dir/last.pt``; returns the stored result if ``run_dir/result.json`` exists. A non-finite
     loss ends the run with status "diverged" (never raises)."""
     run_dir = Path(run_dir)
-    if (run_dir / "result.json").exists():
-        log.info("%s already finished: returning its result", run_dir)
-        return read_result(run_dir)
     rank, world = _dist()
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    # Rank 0's run_dir is the one that counts (other ranks may be given scratch dirs): its files decide.
+    if _from_rank0(rank == 0 and (run_dir / "result.json").exists()):
+        log.info("%s already finished: returning its result", run_dir)
+        stored = _from_rank0(read_result(run_dir).to_dict() if rank == 0 else None)
+        return TrainResult.from_dict({**stored, "run_dir": str(run_dir)})
+    run_dir.mkdir(parents=True, exist_ok=True)
     data = open_data(data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -89,8 +91,11 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
 
     start_epoch, history, best = 0, [], {"metric": -math.inf, "epoch": None, "state": None, "val": {}, "pp": []}
     torch.manual_seed(cfg.seed + rank)
-    if (run_dir / "last.pt").exists():
-        start_epoch, history = _resume(run_dir, model, optimizer, scaler, best, rank, cfg.seed)
+    last = _from_rank0(read_checkpoint(run_dir / "last.pt") if rank == 0 and (run_dir / "last.pt").exists() else None)
+    if last is not None:
+        best_ckpt = _from_rank0(read_checkpoint(run_dir / "best.pt") if rank == 0 and (run_dir / "best.pt").exists()
+                                else None)
+        start_epoch, history = _resume(last, best_ckpt, model, optimizer, scaler, best, rank, cfg.seed)
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
 
     train = load_split(data, "train", device, cfg.image_size)
@@ -161,7 +166,8 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
 
 def _better(metrics: dict[str, float], best: dict) -> bool:
     """Higher dice_volume_mean wins; ties (e.g. 0 while the model still predicts nothing) go to lower val_loss."""
-    return (metrics["dice_volume_mean"], -metrics["val_loss"]) > (best["metric"], -best["val"].get("val_loss", math.inf))
+    new = (metrics["dice_volume_mean"], -metrics["val_loss"])
+    return new > (best["metric"], -best["val"].get("val_loss", math.inf))
 
 
 def _save(run_dir: Path, cfg: TrainConfig, model, optimizer, scaler, epoch: int, history: list, best: dict,
@@ -175,8 +181,18 @@ def _save(run_dir: Path, cfg: TrainConfig, model, optimizer, scaler, epoch: int,
                     scaler=scaler.state_dict() if scaler else None, rng=rng_state(), extra={}, **common)
 
 
-def _resume(run_dir: Path, model, optimizer, scaler, best: dict, rank: int, seed: int) -> tuple[int, list]:
-    last = read_checkpoint(run_dir / "last.pt")
+def _from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a broadcast under DDP; the identity otherwise). All ranks must call it."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _resume(last: dict, b: dict | None, model, optimizer, scaler, best: dict, rank: int,
+            seed: int) -> tuple[int, list]:
+    """Restore model, optimizer, scaler, RNG and the best-so-far from checkpoints ``last`` and ``b`` (best.pt)."""
     model.load_state_dict(last["model"])
     optimizer.load_state_dict(last["optimizer"])
     if scaler is not None and last.get("scaler"):
@@ -185,10 +201,9 @@ def _resume(run_dir: Path, model, optimizer, scaler, best: dict, rank: int, seed
         set_rng_state(last["rng"])
     else:
         torch.manual_seed(seed + rank + 7919 * last["epoch"])
-    if (run_dir / "best.pt").exists():
+    if b is not None:
         # best.pt is written just before last.pt: after a kill between the two it may be one epoch newer than
         # last.pt; it is still a real model with its own validation score, so it stays the best so far.
-        b = read_checkpoint(run_dir / "best.pt")
         dev = next(model.parameters()).device
         best.update(metric=b["best_metric"], epoch=b["best_epoch"], val=b["extra"]["best_val"],
                     pp=b["extra"]["val_per_patient"], state={k: v.to(dev) for k, v in b["model"].items()})

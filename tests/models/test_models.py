@@ -23,7 +23,8 @@ def test_parameter_count_matches_reference(name):
     with torch.device("meta"):  # no allocation, no initialisation: counting only
         model = create_model(name)
     assert count_parameters(model) == SMP_PARAMS[name]
-    assert model.decoder.blocks[0].conv1[0].in_channels == ENCODERS[name].out_channels[-1] + ENCODERS[name].out_channels[-2]
+    deepest, skip = ENCODERS[name].out_channels[-1], ENCODERS[name].out_channels[-2]
+    assert model.decoder.blocks[0].conv1[0].in_channels == deepest + skip  # upsampled map + concatenated skip
 
 
 @pytest.mark.parametrize("name", list_encoders())

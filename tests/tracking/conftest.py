@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.tracking.ui import start_server
+from tests.sweep.conftest import prepared  # noqa: F401 - the sweep tests' tiny prepared data, shared
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +31,14 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> TrainedRun:
-    """Synthetic LGG-layout data -> prep -> a 2-epoch resnet18 fit at 32x32 (seconds on a CPU)."""
-    from data_prep.prep import prepare
-    from data_prep.synth import make_synthetic
+def trained_run(tmp_path_factory, prepared) -> TrainedRun:
+    """A 2-epoch resnet18 fit at 32x32 on the sweep tests' tiny synthetic prepared data (seconds on a CPU)."""
     from orchestrator.config import TrainConfig
     from orchestrator.training import fit
 
     d = tmp_path_factory.mktemp("trained")
-    kaggle = make_synthetic(d / "src", patients=6, seed=0)  # returns the kaggle_3m folder
-    prepare(kaggle, d / "prepared", workers=1)
     cfg = TrainConfig(encoder="resnet18", epochs=2, batch_size=4, max_steps=1, image_size=32, max_eval_slices=8,
                       device="cpu")
     reports: list = []
-    result = fit(cfg, d / "prepared", d / "run", on_epoch=reports.append)
-    return TrainedRun(reports=reports, result=result, prepared=d / "prepared")
+    result = fit(cfg, prepared, d / "run", on_epoch=reports.append)
+    return TrainedRun(reports=reports, result=result, prepared=Path(prepared))

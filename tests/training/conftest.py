@@ -1,5 +1,5 @@
-"""Training fixtures: tiny prepared data sets made once per session, and the tiny configuration every loop test
-starts from (32 px, resnet18, a couple of steps): the loop's full path at CPU-test cost."""
+"""Training fixtures: tiny prepared data sets made once per session, and one torch thread per test. The tiny
+TrainConfig the loop tests start from is ``training_helpers.tiny_cfg``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from data_prep import PrepOptions, make_synthetic, prepare
-from orchestrator.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -37,9 +36,3 @@ def sample_prepared(lgg_sample, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("training_sample") / "prep"
     prepare(lgg_sample, out, PrepOptions(workers=1))
     return out
-
-
-def tiny_cfg(**changes) -> TrainConfig:
-    base = TrainConfig(encoder="resnet18", epochs=1, batch_size=4, image_size=32, max_steps=2, max_eval_slices=24,
-                       lr=1e-3, device="cpu", eval_batch_size=32)
-    return base.replace(**changes)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import tiny_cfg
+from training_helpers import tiny_cfg
 
 
 def _worker(rank: int, world: int, init_file: str, data: str, run_dir: str, out_dir: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
@@ -21,10 +19,18 @@ def _worker(rank: int, world: int, init_file: str, data: str, run_dir: str, out_
     try:
         from orchestrator.training import fit
 
-        reports = []
-        result = fit(tiny_cfg(epochs=2, max_steps=1), data, run_dir, on_epoch=lambda r: reports.append(
-            {"epoch": r.epoch, "rank": r.rank, "metrics": r.metrics}))
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"reports": reports, "result": result.to_dict()}))
+        # As in the sweep's Ray Train path: rank 0 owns run_dir, the other ranks get scratch dirs of their own.
+        mine = run_dir if rank == 0 else f"{run_dir}-rank{rank}"
+        calls = {}
+        for label, epochs in (("first", 1), ("resumed", 2), ("finished", 2)):
+            reports = []
+            result = fit(tiny_cfg(epochs=epochs, max_steps=1), data, mine, on_epoch=lambda r: reports.append(
+                {"epoch": r.epoch, "rank": r.rank, "metrics": r.metrics}))
+            calls[label] = {"reports": reports, "result": result.to_dict()}
+            if label == "first" and rank == 0:  # as if killed after the epoch-1 checkpoint: resume, don't return
+                Path(run_dir, "result.json").unlink()
+            dist.barrier()
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(calls))
     finally:
         dist.destroy_process_group()
 
@@ -36,11 +42,17 @@ def test_two_gloo_ranks_train_one_model(synthetic_prepared, tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(synthetic_prepared), str(run_dir), str(out_dir)),
              nprocs=2, join=True)
     r0, r1 = (json.loads((out_dir / f"rank{i}.json").read_text()) for i in (0, 1))
-    assert [r["rank"] for r in r0["reports"]] == [0, 0] and [r["rank"] for r in r1["reports"]] == [1, 1]
-    for a, b in zip(r0["reports"], r1["reports"], strict=True):  # all-reduced: every rank sees the same numbers
-        for k in ("loss", "val_loss", "dice_volume_mean", "miou_2class"):
-            assert a["metrics"][k] == b["metrics"][k]
-    assert r0["result"]["test"] == r1["result"]["test"]
-    assert r0["result"]["extra"]["world_size"] == 2
-    stored = json.loads((run_dir / "result.json").read_text())  # written once, by rank 0
-    assert stored["history"] == r0["result"]["history"] and (run_dir / "best.pt").exists()
+    # every rank reports; the resume (read from rank 0's run_dir, broadcast) trains only the missing epoch
+    assert [r["epoch"] for r in r0["first"]["reports"]] == [1] and [r["rank"] for r in r1["first"]["reports"]] == [1]
+    assert [r["epoch"] for r in r1["resumed"]["reports"]] == [2] and r0["finished"]["reports"] == []
+    assert r1["finished"]["reports"] == []
+    for label in ("first", "resumed"):  # all-reduced: every rank sees the same numbers
+        for a, b in zip(r0[label]["reports"], r1[label]["reports"], strict=True):
+            for k in ("loss", "val_loss", "dice_volume_mean", "miou_2class"):
+                assert a["metrics"][k] == b["metrics"][k]
+    assert r0["resumed"]["result"]["test"] == r1["resumed"]["result"]["test"]
+    assert r1["finished"]["result"]["history"] == r0["resumed"]["result"]["history"]
+    assert r0["resumed"]["result"]["extra"]["world_size"] == 2
+    stored = json.loads((run_dir / "result.json").read_text())  # written by rank 0 only
+    assert [h["epoch"] for h in stored["history"]] == [1, 2] and (run_dir / "best.pt").exists()
+    assert not (tmp_path / "run-rank1" / "result.json").exists() and not (tmp_path / "run-rank1" / "last.pt").exists()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_cfg
+from training_helpers import tiny_cfg
 
 from orchestrator.training import fit
 
