@@ -68,7 +68,7 @@ def make_synthetic(out: str | os.PathLike, patients: int = 6, seed: int = 0, min
             _write_patient(*job)
     # One patient with (almost) every field empty, like TCGA_HT_A61B in the real table.
     if patients >= 3:
-        rows[-1] = {"Patient": rows[-1]["Patient"], "MethylationCluster": rows[-1]["MethylationCluster"]}
+        rows[-1] = {"Patient": rows[-1]["Patient"], "MethylationCluster": rows[-1].get("MethylationCluster", "")}
     with open(root / "data.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="")
         w.writeheader()

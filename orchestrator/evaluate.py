@@ -41,7 +41,7 @@ def find_masks(root: str | os.PathLike) -> dict[str, Path]:
     second identical ``kaggle_3m`` tree) is kept once: the first in sorted walk order."""
     root = Path(root)
     found: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(MASK_SUFFIXES) and name not in found:
@@ -74,8 +74,12 @@ def _binary(arr: np.ndarray) -> np.ndarray:
 
 
 def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
-                  progress: Callable[[int, int], None] | None = None) -> Evaluation:
+                  progress: Callable[[int, int], None] | None = None,
+                  predicted_patients_only: bool = False) -> Evaluation:
     """Every DESIGN.md metric of the masks under ``pred`` against those under ``truth``.
+
+    With ``predicted_patients_only`` the truth is limited to the patient folders that ``pred`` holds (score the
+    test patients' predictions against a whole ``kaggle_3m`` tree); their every slice must still be predicted.
 
     Raises ``EvaluateError`` for a missing folder, a truth tree without masks, missing predictions (all of
     them are counted and the first few named), unreadable files or mismatched shapes."""
@@ -87,6 +91,11 @@ def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
     if not truth_masks:
         raise EvaluateError(f"TRUTH {truth} holds no *_mask.tif files; pass the LGG kaggle_3m folder (or a copy)")
     pred_masks = find_masks(pred)
+    if predicted_patients_only:
+        folders = {p.parent.name for p in pred_masks.values()}
+        truth_masks = {n: p for n, p in truth_masks.items() if p.parent.name in folders}
+        if not truth_masks:
+            raise EvaluateError(f"none of the patient folders in PRED {pred} is in TRUTH {truth}")
     missing = sorted((n for n in truth_masks if n not in pred_masks), key=lambda n: _slice_key(truth_masks[n]))
     if missing:
         raise EvaluateError(

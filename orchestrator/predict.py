@@ -43,22 +43,26 @@ class PatientSlices:
     paths: list[Path]
 
 
-def find_slices(root: str | os.PathLike) -> list[PatientSlices]:
+def find_slices(root: str | os.PathLike, patients: tuple[str, ...] = ()) -> list[PatientSlices]:
     """Every folder under ``root`` (itself included) holding ``<stem>_<n>.tif`` images; masks are skipped.
 
-    Slices are sorted numerically (``_2`` before ``_10``)."""
+    ``patients`` keeps only folders whose name starts with one of these ids (``TCGA_DU_5853``). Slices are sorted
+    numerically (``_2`` before ``_10``)."""
     root = Path(root)
     if not root.is_dir():
         raise PredictError(f"INPUT {root} is not a folder: pass a patient folder of ..._<n>.tif slices or a tree of them")
     found: dict[Path, list[tuple[int, str, Path]]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
+        if patients and not Path(dirpath).name.startswith(patients):
+            continue
         for name in filenames:
             m = _SLICE.match(name)
             if m:  # ``..._<n>_mask.tif`` does not match: the number must come right before the suffix
                 found.setdefault(Path(dirpath), []).append((int(m.group("n")), m.group("stem"), Path(dirpath) / name))
     if not found:
-        raise PredictError(f"INPUT {root} holds no slice images named <stem>_<n>.tif; "
+        which = f" of patient(s) {', '.join(patients)}" if patients else ""
+        raise PredictError(f"INPUT {root} holds no slice images{which} named <stem>_<n>.tif; "
                            "point it at an LGG patient folder or a kaggle_3m tree")
     out = []
     for folder, items in sorted(found.items()):
@@ -125,22 +129,23 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> Image.Image:
 
 
 def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | os.PathLike, device: str = "auto",
-                 batch_size: int = 32, threshold: float = 0.5, overlays: bool = True, progress=None) -> list[dict]:
+                 batch_size: int = 32, threshold: float = 0.5, overlays: bool = True, patients: tuple[str, ...] = (),
+                 progress=None) -> list[dict]:
     """Predict every slice under ``input_dir`` into ``out_dir``; returns the per-patient rows of ``patients.csv``.
 
     ``progress(done, total)`` is called after each patient (the CLI draws a bar with it)."""
     from orchestrator.training import predict_masks
 
-    patients = find_slices(input_dir)  # validate INPUT before loading a model or writing anything
+    found = find_slices(input_dir, patients)  # validate INPUT before loading a model or writing anything
     model, image_size, described = resolve_model(model_spec)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
     out = Path(out_dir)
-    log.info("predicting %d patient folders with %s on %s", len(patients), described, dev)
+    log.info("predicting %d patient folders with %s on %s", len(found), described, dev)
     rows = []
-    for i, patient in enumerate(patients):
+    for i, patient in enumerate(found):
         images = _read_images(patient)
         prob = predict_masks(model, images, dev, image_size=image_size, batch_size=batch_size, amp_dtype=amp)
         masks = (prob >= threshold).astype(np.uint8)  # (N, H, W) {0, 1}
@@ -154,7 +159,7 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
         rows.append({"patient": patient.folder, "slices": len(masks),
                      "tumour_slices": int(masks.any(axis=(1, 2)).sum()), "tumour_pixels": int(masks.sum())})
         if progress:
-            progress(i + 1, len(patients))
+            progress(i + 1, len(found))
 
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:

@@ -16,16 +16,19 @@ from orchestrator.cli.common import user_errors
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
               help="Probability above which a pixel is tumour.")
 @click.option("--no-overlays", is_flag=True, help="Skip the overlay PNGs.")
+@click.option("--patient", "patients", multiple=True, metavar="ID",
+              help="Only this patient (e.g. TCGA_DU_5853; repeatable). Default: every patient folder in INPUT.")
 @user_errors
 def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: int, threshold: float,
-                no_overlays: bool) -> None:
+                no_overlays: bool, patients: tuple[str, ...]) -> None:
     """Predict tumour masks for a patient folder or an LGG tree, with LGG naming (..._<n>_mask.tif).
 
     \b
     MODEL: a checkpoint (best.pt), a run / sweep-trial directory, or an MLflow model URI (models:/NAME/1).
     Example:
       orch predict runs/resnet34/best.pt kaggle_3m/TCGA_CS_4941_19960909 predictions/
-      orch evaluate predictions/ kaggle_3m/          # score them against the truth
+      orch predict runs/resnet34/best.pt kaggle_3m/ pred/ --patient TCGA_DU_5853
+      orch evaluate pred/ kaggle_3m/ --predicted-patients-only     # score them against the truth
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -34,7 +37,7 @@ def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: i
     with Progress(TextColumn("predicting (patients)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("predict", total=None)
         rows = predict_tree(model, input_dir, out, device=device, batch_size=batch_size, threshold=threshold,
-                            overlays=not no_overlays,
+                            overlays=not no_overlays, patients=patients,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     slices = sum(r["slices"] for r in rows)
     tumour = sum(r["tumour_slices"] for r in rows)

@@ -86,8 +86,17 @@ def train_cmd(data, encoder, optimizer, lr, epochs, batch_size, loss, seed, devi
 @click.argument("truth", type=click.Path(file_okay=False))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the metrics here.")
 @click.option("--per-patient", type=click.Path(dir_okay=False), default=None, help="Write per-patient Dice CSV here.")
-def evaluate_cmd(pred, truth, json_out, per_patient):
-    """Score predicted masks PRED (LGG layout, ..._<n>_mask.tif) against the truth tree TRUTH."""
+@click.option("--predicted-patients-only", is_flag=True,
+              help="Score only the patient folders PRED holds (e.g. test-patient predictions vs a whole kaggle_3m).")
+@user_errors
+def evaluate_cmd(pred, truth, json_out, per_patient, predicted_patients_only):
+    """Score predicted masks PRED (LGG layout, ..._<n>_mask.tif) against the truth tree TRUTH.
+
+    \b
+    Example:
+      orch predict runs/r34/best.pt kaggle_3m/ pred/ --patient TCGA_DU_5853
+      orch evaluate pred/ kaggle_3m/ --predicted-patients-only
+    """
     from rich.progress import Progress
 
     from orchestrator.evaluate import EvaluateError, evaluate_dirs
@@ -96,7 +105,8 @@ def evaluate_cmd(pred, truth, json_out, per_patient):
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("scoring slices", total=None)
-            ev = evaluate_dirs(pred, truth, progress=lambda i, n: bar.update(task, completed=i, total=n))
+            ev = evaluate_dirs(pred, truth, progress=lambda i, n: bar.update(task, completed=i, total=n),
+                               predicted_patients_only=predicted_patients_only)
     except EvaluateError as e:
         raise click.ClickException(str(e)) from e
     console.print(_metrics_table(f"{ev.slices} slices, {ev.patients} patients", ev.metrics))
@@ -127,6 +137,8 @@ def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out):
     bad = [e for e in names if e not in _ENCODERS]
     if bad:
         raise ConfigError(f"unknown encoders {bad}; choose from {', '.join(_ENCODERS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
     gpu = device != "cpu" and torch.cuda.is_available()
     cfg = BenchConfig(encoders=names, batch_size=batch_size if gpu else min(batch_size, 4),
                       image_size=image_size or (256 if gpu else 64), steps=steps or (30 if gpu else 3),

@@ -115,7 +115,9 @@ def default_max_concurrent(plans: list[TrialPlan], cluster: dict[str, float]) ->
 
     def fits(p: TrialPlan) -> int:
         n_workers = max(p.workers, 1)
-        by_cpu = math.floor(cpus / (p.cpus * n_workers)) if p.cpus else len(plans)
+        # A Ray Train trial holds its Tune function's WAITER_CPUS on top of its workers' CPUs.
+        per_trial_cpus = p.cpus * n_workers + (WAITER_CPUS if p.workers else 0.0)
+        by_cpu = math.floor(cpus / per_trial_cpus) if p.cpus else len(plans)
         by_gpu = math.floor(gpus / p.gpus) if p.gpus else len(plans)
         return max(1, min(by_cpu, by_gpu))
 

@@ -120,7 +120,10 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
             tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
                                        restart_errored=cfg.restart_errored)
             # The run config (callbacks included) comes back from tuner.pkl; the live table is this process's.
-            tuner._local_tuner.get_run_config().callbacks = [progress]
+            # (Tune has no public setter; through Ray Client there is no local tuner and no live table.)
+            internal = getattr(tuner, "_local_tuner", None)
+            if internal is not None:
+                internal.get_run_config().callbacks = [progress]
         else:
             max_conc = cfg.max_concurrent or default_max_concurrent(plans, cluster)
             tuner = tune.Tuner(

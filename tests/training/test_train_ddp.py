@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from training_helpers import tiny_cfg
+from tests.training.training_helpers import tiny_cfg
 
 
 def _worker(rank: int, world: int, init_file: str, data: str, run_dir: str, out_dir: str) -> None:

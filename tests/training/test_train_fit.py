@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from training_helpers import tiny_cfg
+from tests.training.training_helpers import tiny_cfg
 
 from data_prep import PreparedData
 from orchestrator.metrics import EVAL_METRICS

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from training_helpers import tiny_cfg
+from tests.training.training_helpers import tiny_cfg
 
 from orchestrator.training import fit
 

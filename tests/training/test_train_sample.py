@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from training_helpers import tiny_cfg
+from tests.training.training_helpers import tiny_cfg
 
 from orchestrator.cli import main
 from orchestrator.evaluate import find_masks
