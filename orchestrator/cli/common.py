@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 import click
 
@@ -35,6 +36,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from orchestrator.predict import PredictError
 
     types += [PrepError, PredictError]
+    tracking = sys.modules.get("orchestrator.tracking.store")  # loaded iff a TrackingError could have been raised
+    if tracking is not None:
+        types.append(tracking.TrackingError)
     return tuple(types)
 
 

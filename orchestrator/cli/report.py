@@ -72,17 +72,17 @@ def ui_cmd(workdir, tracking_uri, host, port):
     """Start the MLflow UI on a sweep's store, print its URL, and serve until Ctrl-C."""
     from orchestrator.tracking.ui import start_ui
 
-    # SIGTERM ends the command like Ctrl-C does: through `finally`, which stops the server it started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = start_ui(workdir=workdir, tracking_uri=tracking_uri, host=host, port=port)
     if isinstance(server, str):
         click.echo(f"MLflow UI: {server}")
         return
+    # SIGTERM ends the command like Ctrl-C does: through `finally`, which stops the server it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo(f"MLflow UI: {server.url}  (Ctrl-C to stop; server log {server.log_path})", nl=True)
     try:
         server.process.wait()
     except KeyboardInterrupt:
-        pass
+        click.echo("stopping the MLflow UI")
     finally:
         server.stop()
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report.tables import paper_layout, to_markdown
-
 log = logging.getLogger(__name__)
 
 BUFFER_DIRNAME = "mlflow-buffer"  # <sweep dir>/mlflow-buffer: where the sweep's trials buffer MLflow records
@@ -88,5 +86,5 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
     paths = write_tables(results, out_dir)
     if plots:
         paths.update(write_plots(results, out_dir))
-    return ReportOutcome(source=source, markdown=to_markdown(paper_layout(results)), paths=paths, synced=synced,
-                         still_buffered=kept)
+    return ReportOutcome(source=source, markdown=paths["markdown"].read_text(encoding="utf-8"), paths=paths,
+                         synced=synced, still_buffered=kept)

@@ -15,8 +15,9 @@ are sent when the server answers again, or by ``orch report SWEEP --sync``.
     st.finish(sweep_dir)
 """
 
+from orchestrator.tracking.models import load_logged_model
 from orchestrator.tracking.store import TrackingError, default_tracking_uri
 from orchestrator.tracking.sweep import SweepTracker, git_commit
 from orchestrator.tracking.trial import TrialTracker
 
-__all__ = ["SweepTracker", "TrackingError", "TrialTracker", "default_tracking_uri", "git_commit"]
+__all__ = ["SweepTracker", "TrackingError", "TrialTracker", "default_tracking_uri", "git_commit", "load_logged_model"]

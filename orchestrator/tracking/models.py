@@ -60,6 +60,9 @@ def log_model_from_checkpoint(uri: str, run_id: str, checkpoint: Path) -> str:
     # restore. set_tracking_uri also writes MLFLOW_TRACKING_URI, which is how a previous URI is remembered.
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    pt_log = logging.getLogger("mlflow.pytorch")
+    level = pt_log.level
+    pt_log.setLevel(logging.ERROR)  # its warning about pickle is the documented choice above, once per model
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
@@ -72,6 +75,7 @@ def log_model_from_checkpoint(uri: str, run_id: str, checkpoint: Path) -> str:
             )
             # start_run(run_id=...) ends the run FINISHED on exit: that is the child's state already.
     finally:
+        pt_log.setLevel(level)
         mlflow.set_tracking_uri(previous)  # None: back to "not set" (env var removed too)
     return info.model_id
 
@@ -99,3 +103,30 @@ def log_top_models(sweep, results_csv: Path, k: int) -> list[str]:
         ids.append(model_id)
         log.info("trial %s: logged as MLflow model %s", row["trial_id"], model_id)
     return ids
+
+
+def load_logged_model(model_uri: str, tracking_uri: str | None = None):
+    """``(network, image size it was trained at or None)`` for an MLflow model URI (``models:/<id>``,
+    ``models:/<name>/<version>``, ``runs:/<run id>/model``), resolved against ``tracking_uri`` (default:
+    ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``). The image size is the ``image_size`` param of the run that
+    logged it (the trial's TrainConfig)."""
+    import mlflow
+    import mlflow.pytorch
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or store.default_tracking_uri(os.getcwd())
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        try:
+            info = mlflow.models.get_model_info(model_uri)
+            model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - MLflow raises many types for "not there"; all mean the same
+            raise store.TrackingError(f"MLflow model {model_uri} cannot be loaded from {uri} ({e}); check the URI "
+                                      "(models:/<model id>, runs:/<run id>/model) and --tracking-uri") from e
+        size = None
+        if info.run_id:
+            value = store.client(uri).get_run(info.run_id).data.params.get("image_size")
+            size = int(value) if value not in (None, "", "None") else None
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return model.eval(), size

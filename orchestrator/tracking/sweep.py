@@ -142,8 +142,10 @@ class SweepTracker:
             files = sorted({p for g in SWEEP_ARTIFACT_GLOBS for p in results_dir.glob(g) if p.is_file()})
             for p in files:
                 c.log_artifact(self.parent_run_id, str(p), "report")
-            if top_k > 0 and (results_dir / "results.csv").is_file():
-                self._log_models(results_dir / "results.csv", top_k)
+            if (results_dir / "results.csv").is_file():
+                self._mark_failed(c, results_dir / "results.csv")
+                if top_k > 0:
+                    self._log_models(results_dir / "results.csv", top_k)
             c.log_batch(self.parent_run_id, tags=[RunTag(store.TAG_STATUS, status.lower())])
             c.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
         except Exception as e:  # noqa: BLE001 - the sweep itself is done; say what is missing
@@ -167,6 +169,24 @@ class SweepTracker:
                  parent_run_id=rec["parent_run_id"], sweep_name=rec["sweep_name"])
         return st.finish(rec["results_dir"], top_k=rec["top_k"], status=rec["status"],
                          buffer_dir=Path(pending).parent)
+
+    def _mark_failed(self, c, results_csv: Path) -> None:
+        """Child runs of trials that ended in error (retries exhausted) are FAILED, with the error as a tag: the
+        trial process died before it could say so itself."""
+        import pandas as pd
+
+        results = pd.read_csv(results_csv)
+        if "status" not in results.columns:
+            return
+        for _, row in results[results["status"] == "error"].iterrows():
+            runs = store.find_runs(c, self.experiment_id, **{store.TAG_PARENT: self.parent_run_id,
+                                                              store.TAG_TRIAL: str(row["trial_id"])})
+            for run in runs:
+                if run.info.status == "FAILED":
+                    continue
+                error = str(row.get("error", "") if pd.notna(row.get("error", None)) else "")[:5000]
+                c.log_batch(run.info.run_id, tags=[RunTag(store.TAG_STATUS, "failed"), RunTag("orch.error", error)])
+                c.set_terminated(run.info.run_id, "FAILED")
 
     def _log_models(self, results_csv: Path, top_k: int) -> None:
         from orchestrator.tracking.models import log_top_models

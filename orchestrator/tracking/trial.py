@@ -43,7 +43,7 @@ def _param_value(v: Any) -> str:
     return str(v)[:6000]  # MLflow stores params as strings of at most 6000 characters
 
 
-def test_key(name: str) -> str:
+def final_metric_key(name: str) -> str:
     """The MLflow key of a test metric: ``test_<name>``; ``val_loss`` (the loss on the evaluated split) and
     an already prefixed ``test_loss`` both become ``test_loss``, as in results.csv."""
     if name == "val_loss" or name.startswith("test_"):
@@ -255,7 +255,7 @@ class TrialTracker:
         for row in res.get("history", []):
             if "epoch" in row:
                 self._log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), int(row["epoch"]), ts)
-        final = {test_key(k): v for k, v in _numbers(res.get("test", {})).items()}
+        final = {final_metric_key(k): v for k, v in _numbers(res.get("test", {})).items()}
         hist = res.get("history", [])
         for key in ("it_per_s", "img_per_s"):
             vals = [r[key] for r in hist if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]

@@ -95,3 +95,27 @@ def test_bad_model_and_input_are_clear_errors_and_write_nothing(trained, tmp_pat
     junk.write_bytes(b"not a checkpoint")
     r = runner.invoke(main, ["predict", str(junk), str(source), str(out)])
     assert r.exit_code != 0 and "junk.pt" in r.output and "Traceback" not in r.output
+
+
+def test_an_mlflow_model_uri_predicts_like_its_checkpoint(trained, tmp_path, monkeypatch):
+    """MODEL may be an MLflow model URI (what `orch report`/the UI lists for the best trials)."""
+    from mlflow import MlflowClient
+
+    from orchestrator.predict import predict_tree
+    from orchestrator.tracking import default_tracking_uri
+    from orchestrator.tracking.models import log_model_from_checkpoint
+
+    root, source, _ = trained
+    uri = default_tracking_uri(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("predict-test", artifact_location=str(tmp_path / "artifacts"))
+    run = client.create_run(exp)
+    client.log_param(run.info.run_id, "image_size", "None")
+    model_id = log_model_from_checkpoint(uri, run.info.run_id, root / "run" / "best.pt")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    folder = sorted(p for p in source.iterdir() if p.is_dir())[0]
+    from_uri = predict_tree(f"models:/{model_id}", folder, tmp_path / "a", device="cpu", overlays=False)
+    from_ckpt = predict_tree(str(root / "run" / "best.pt"), folder, tmp_path / "b", device="cpu", overlays=False)
+    assert from_uri == from_ckpt
+    for mask in sorted((tmp_path / "b" / folder.name).glob("*_mask.tif")):
+        assert np.array_equal(tifffile.imread(mask), tifffile.imread(tmp_path / "a" / folder.name / mask.name))

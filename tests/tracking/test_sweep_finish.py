@@ -41,6 +41,12 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
         scaled = res.to_dict() | {"test": {k: v * scale for k, v in res.test.items()}}
         assert tt.finish(scaled)
         rows.append(_row(f"t{i}", opt, lr, res, res.run_dir, scale))
+    # A third trial died mid-training (its process never reached finish) and ended in error.
+    broken = st.trial("t2", buffer_dir=tmp_path / "buf")
+    broken.start({"encoder": "resnet18", "optimizer": "rmsprop", "lr": 1e-4})
+    broken.log_epoch(1, trained_run.reports[0].metrics)
+    rows.append({"trial_id": "t2", "encoder": "resnet18", "optimizer": "rmsprop", "lr": 1e-4, "status": "error",
+                 "error": "RuntimeError: worker died"})
     sweep_dir = tmp_path / "storage" / "finish"  # not ./sweeps: the report below must read MLflow
     sweep_dir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(sweep_dir / "results.csv", index=False)
@@ -57,6 +63,9 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
     children = {r.data.tags["orch.trial_id"]: r for r in
                 c.search_runs([st.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{st.parent_run_id}'")}
     assert "orch.model_id" in children["t0"].data.tags and "orch.model_id" not in children["t1"].data.tags
+    assert children["t2"].info.status == "FAILED" and children["t2"].data.tags["orch.status"] == "failed"
+    assert children["t2"].data.tags["orch.error"] == "RuntimeError: worker died"
+    assert children["t1"].info.status == "FINISHED"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)  # where models:/ URIs resolve
     model = mlflow.pytorch.load_model(f"models:/{children['t0'].data.tags['orch.model_id']}")
     with torch.no_grad():
