@@ -20,6 +20,19 @@ def lgg_sample() -> Path:
     return SAMPLE
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op torch thread in the test process: on a 2-core machine shared with Ray workers and other test
+    processes, torch's default of one thread per core mostly waits for the other thread (a resnet18 step was
+    measured ~10x slower). Ray trial processes set their own thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_ray_env():
     # Keep Ray from phoning home or opening a dashboard in tests; keep MLflow from searching git in tmp dirs.

@@ -168,7 +168,7 @@ def run_trial(config: dict[str, Any]) -> None:
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     result = trainer.fit()
-    print("ORCHDBG", type(result), getattr(result, "metrics", None) and sorted(result.metrics)[:50], flush=True)
+    open("/tmp/orchdbg.txt", "a").write(f"ORCHDBG {type(result)} {sorted(result.metrics or {})}\n")
     _release_placement_group(result.metrics.get("train_placement_group") if result.metrics else None)
 
 

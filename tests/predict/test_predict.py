@@ -9,21 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from click.testing import CliRunner
 
 from data_prep import PrepOptions, PreparedData, make_synthetic, prepare
 from orchestrator.cli import main
 from orchestrator.config import TrainConfig
 from orchestrator.training import fit
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Training fixtures: tiny prepared data sets made once per session, and one torch thread per test. The tiny
+"""Training fixtures: tiny prepared data sets made once per session, the tiny
 TrainConfig the loop tests start from is ``training_helpers.tiny_cfg``."""
 
 from __future__ import annotations
@@ -6,19 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from data_prep import PrepOptions, make_synthetic, prepare
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a 2-core machine shared with other test processes, torch's default of one thread
-    per core spends most of its time waiting for the other thread (measured ~10x slower per step here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
