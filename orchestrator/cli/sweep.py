@@ -52,7 +52,8 @@ def _plan_table(plans, title: str) -> Table:
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="Override the grid's loss.")
 @click.option("--max-steps", type=int, default=None, help="Override: optimizer steps per epoch (CPU demos).")
 @click.option("--image-size", type=int, default=None, help="Override: train/evaluate at this square size.")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (a cluster: http://<head>:5000). "
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow tracking URI (a cluster: http://<head>:5000, exported by clusters/*.yaml). "
               "Default: sqlite:///<cwd>/mlflow.db.")
 @click.option("--no-tracking", is_flag=True, help="Do not record the sweep in MLflow.")
 @user_errors

@@ -88,7 +88,8 @@ def load_grid(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     bad = sorted(set(overrides) - _TRAIN_FIELDS)
     if bad:
-        raise GridError(f"override(s) {', '.join(bad)} are not training options; valid: {', '.join(sorted(_TRAIN_FIELDS))}")
+        raise GridError(f"override(s) {', '.join(bad)} are not training options; "
+                        f"valid: {', '.join(sorted(_TRAIN_FIELDS))}")
     conv = _converters()
     with open(path, newline="") as f:
         reader = csv.DictReader(f)

@@ -89,7 +89,7 @@ class SweepProgress(Callback):
         if s.first_report is None:
             s.first_report = time.time()
             s.trial_clock = {k: float(result[k]) for k in ("t_trial_start", "t_fit_start") if k in result}
-        if result.get("done"):
+        if result.get("final"):
             s.status = str(result.get("status", "finished"))
             s.epoch = int(result.get("epochs_completed", s.epoch))
             if result.get("val_dice_volume_mean") is not None:

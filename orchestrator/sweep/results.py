@@ -1,8 +1,9 @@
 """The sweep's result rows: what a trial reports to Tune and how ``results.csv`` is built from Tune's results.
 
-Every trial reports two kinds of results: after each epoch (``epoch_metrics``, ``done=False``) and once after
-training (``final_metrics``, ``done=True``: the row of ``results.csv``). A trial that diverged is a result with
-``status="diverged"``; only a trial whose process kept failing is ``"error"``.
+Every trial reports two kinds of results: after each epoch (``epoch_metrics``, ``final=False``) and once after
+training (``final_metrics``, ``final=True``: the row of ``results.csv``). A trial that diverged is a result with
+``status="diverged"``; only a trial whose process kept failing is ``"error"``. (Not ``done``: Tune reads a
+``done`` metric as "stop this trial now", which kills a Ray Train trial before its trainer has shut down.)
 """
 
 from __future__ import annotations
@@ -44,18 +45,19 @@ COLUMNS = (*CONFIG_COLUMNS, "status", "epochs_completed", "best_epoch",
 def epoch_metrics(report) -> dict[str, Any]:
     """Tune metrics of one epoch (an ``EpochReport`` of the training loop)."""
     out: dict[str, Any] = {k: float(v) for k, v in report.metrics.items() if _is_number(v)}
-    out.update(epoch=int(report.epoch), status=str(report.status), is_best=bool(report.is_best), done=False)
+    out.update(epoch=int(report.epoch), status=str(report.status), is_best=bool(report.is_best), final=False)
     return out
 
 
-def final_metrics(result, plan: TrialPlan, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The ``results.csv`` row of a finished (or diverged) trial, from its ``TrainResult``."""
+def final_metrics(result, plan: TrialPlan) -> dict[str, Any]:
+    """The ``results.csv`` row of a finished (or diverged) trial, from its ``TrainResult`` (``run_dir`` is added
+    by the driver: the path of the trial's final checkpoint in storage)."""
     cfg = plan.config
     row: dict[str, Any] = {"trial_id": plan.trial_id, "encoder": cfg.encoder, "optimizer": cfg.optimizer,
                            "lr": cfg.lr, "loss": cfg.loss, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                            "status": result.status, "epochs_completed": int(result.epochs_completed),
                            "best_epoch": int(result.best_epoch) if result.best_epoch else 0,
-                           "gpus": plan.gpus, "workers": plan.workers, "done": True}
+                           "gpus": plan.gpus, "workers": plan.workers, "final": True}
     for prefix, values in (("val", result.best_val or {}), ("test", result.test or {})):
         for name, v in values.items():
             if name in METRICS or name.startswith(f"{prefix}_"):  # train figures (loss, it/s) of best_val: below
@@ -67,8 +69,6 @@ def final_metrics(result, plan: TrialPlan, run_dir: str | os.PathLike | None = N
         vals = [float(h[key]) for h in (result.history or []) if _is_number(h.get(key))]
         if vals:
             row[key] = sum(vals) / len(vals)
-    if run_dir is not None:
-        row["run_dir"] = str(run_dir)
     return row
 
 
@@ -96,7 +96,7 @@ def collect_rows(result_grid, plans: list[TrialPlan]) -> pd.DataFrame:
             rows.append({**base, "status": "pending"})
             continue
         metrics = dict(res.metrics or {})
-        if metrics.get("done"):
+        if metrics.get("final"):
             # Tune adds its own "trial_id" to every result: the configuration columns come from the plan.
             row = {**{k: v for k, v in metrics.items() if k in COLUMNS}, **base}
             # The final checkpoint holds the complete run directory (Ray Train path: reported as a path).

@@ -147,7 +147,8 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
             grid = tuner.fit()
         finally:
             progress.stop()
-        df = collect_rows(grid, plans)
+        order = {e.trial_id: i for i, e in enumerate(entries)}  # results.csv in the grid's row order
+        df = collect_rows(grid, sorted(plans, key=lambda p: order[p.trial_id]))
     finally:
         if own_ray:
             ray.shutdown()

@@ -129,13 +129,7 @@ def _train_worker(spec: dict[str, Any]) -> None:
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    pg = ray.util.get_current_placement_group()
-    pg_id = pg.id.hex() if pg is not None else ""
-
-    def report(metrics, checkpoint=None):  # tell the Tune function which placement group the workers hold
-        ray.train.report(metrics | {"train_placement_group": pg_id}, checkpoint=checkpoint)
-
-    train_loop(spec, report, ray.train.get_checkpoint(), rank=rank)
+    train_loop(spec, ray.train.report, ray.train.get_checkpoint(), rank=rank)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -167,24 +161,4 @@ def run_trial(config: dict[str, Any]) -> None:
                              callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
-    result = trainer.fit()
-    open("/tmp/orchdbg.txt", "a").write(f"ORCHDBG {type(result)} {sorted(result.metrics or {})}\n")
-    _release_placement_group(result.metrics.get("train_placement_group") if result.metrics else None)
-
-
-def _release_placement_group(pg_hex: str | None) -> None:
-    """Remove a finished trainer's worker placement group.
-
-    Ray Train's own cleaner asks the state API (served by the dashboard, absent without ``ray[default]``)
-    whether the controller is gone; without it the workers' CPUs/GPUs stay reserved and the next trainer waits
-    forever (measured: BENCHMARKS.md "Sweep"). Removing an already removed group is harmless.
-    """
-    if not pg_hex:
-        return
-    import ray
-    from ray.util.placement_group import PlacementGroup
-
-    try:
-        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex))))
-    except Exception as e:  # noqa: BLE001 - best effort: the trial's result is already reported
-        log.warning("placement group %s not removed: %s", pg_hex, e)
+    trainer.fit()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,3 @@ def write_grid(path: Path, rows: list[dict]) -> Path:
     lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def count_cpus() -> int:
-    return os.cpu_count() or 1

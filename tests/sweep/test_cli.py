@@ -50,8 +50,17 @@ def test_options_become_the_sweep_config(tmp_path, monkeypatch):
     assert run.call_args.kwargs["tracking"].tracking_uri == "http://head:5000"
 
 
+def test_tracking_uri_from_the_cluster_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.10:5000")
+    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+        res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert run.call_args.kwargs["tracking"].tracking_uri == "http://10.0.0.10:5000"
+
+
 def test_no_tracking_and_default_data_from_orch_toml(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "orch.toml").write_text(f'[data]\nprepared = "{tmp_path / "prep"}"\n')
     with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--no-tracking"])

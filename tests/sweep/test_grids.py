@@ -49,7 +49,8 @@ def test_grid_file_errors_name_file_line_and_column(tmp_path):
     bad_val = write_grid(tmp_path / "b.csv", [{"encoder": "resnet18", "lr": 1e-3}, {"encoder": "resnet18", "lr": "x"}])
     with pytest.raises(GridError, match=r"b\.csv line 3: column lr='x'"):
         load_grid(bad_val)
-    dup = write_grid(tmp_path / "c.csv", [{"encoder": "resnet18", "loss": "bce"}, {"encoder": "resnet18", "loss": "dice"}])
+    dup = write_grid(tmp_path / "c.csv", [{"encoder": "resnet18", "loss": "bce"},
+                                          {"encoder": "resnet18", "loss": "dice"}])
     with pytest.raises(GridError, match="repeats line 2"):
         load_grid(dup)
     named = write_grid(tmp_path / "d.csv", [{"encoder": "resnet18", "loss": "bce", "trial_id": "a"},

@@ -55,7 +55,7 @@ def cluster():
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds trial processes through /proc")
 def test_trial_resumes_from_checkpoint_on_surviving_node(prepared, tmp_path, cluster):
     c, workers = cluster
-    grid = write_grid(tmp_path / "one.csv", [{"encoder": "resnet18", "optimizer": "adam", "lr": 1e-3, "epochs": 4,
+    grid = write_grid(tmp_path / "one.csv", [{"encoder": "resnet18", "optimizer": "adam", "lr": 1e-3, "epochs": 6,
                                               **TINY}])
     trial_dir = tmp_path / "sweeps" / "nodeloss" / "resnet18-adam-lr1e-03"
     removed: dict = {}
@@ -64,7 +64,8 @@ def test_trial_resumes_from_checkpoint_on_surviving_node(prepared, tmp_path, clu
         deadline = time.time() + 120
         # The second epoch's checkpoint: by then Tune has registered the first one (a checkpoint is written by
         # the trial before the driver processes its report).
-        while not (trial_dir / "checkpoint_000001").exists() and time.time() < deadline:
+        while time.time() < deadline and not any(int(c.name.split("_")[1]) >= 1
+                                                 for c in trial_dir.glob("checkpoint_*")):
             time.sleep(0.1)
         time.sleep(1.0)
         for pid in _trial_pids():
@@ -82,8 +83,8 @@ def test_trial_resumes_from_checkpoint_on_surviving_node(prepared, tmp_path, clu
 
     assert "node" in removed, "the trial's node was not found"
     row = out.results.iloc[0]
-    assert (row["status"], row["epochs_completed"], row["gpus"]) == ("finished", 4, 0.25)
+    assert (row["status"], row["epochs_completed"], row["gpus"]) == ("finished", 6, 0.25)
     reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-    epochs = [r["epoch"] for r in reports if not r.get("done")]
+    epochs = [r["epoch"] for r in reports if not r.get("final")]
     assert len({r["pid"] for r in reports}) >= 2  # a new process took over the trial
-    assert epochs.count(1) == 1 and epochs[-1] == 4  # ... from the checkpoint, not from scratch
+    assert epochs.count(1) == 1 and epochs[-1] == 6  # ... from the checkpoint, not from scratch

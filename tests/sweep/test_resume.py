@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +18,7 @@ from tests.sweep.conftest import TINY, write_grid
 pytestmark = pytest.mark.slow
 
 
-def _orch(args: list[str], cwd: Path) -> list[str]:
+def _orch(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "orchestrator.cli", "sweep", *args]
 
 
@@ -31,9 +30,10 @@ def test_sigkill_driver_then_rerun_gives_one_result_per_configuration(prepared, 
         {"encoder": "resnet18", "optimizer": "sgd", "lr": 1e8, "epochs": 3, **{**TINY, "max_steps": 2}},
     ])
     args = ["--grid", str(grid), "--data", str(prepared), "--storage", str(tmp_path / "sweeps")]
-    env = {**os.environ, "ORCH_RUNS_DIR": str(tmp_path / "runs")}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # tracking: sqlite in tmp_path
+    env["ORCH_RUNS_DIR"] = str(tmp_path / "runs")
     exp = tmp_path / "sweeps" / "kill"
-    driver = subprocess.Popen(_orch(args, tmp_path), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+    driver = subprocess.Popen(_orch(args), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 150
@@ -48,7 +48,7 @@ def test_sigkill_driver_then_rerun_gives_one_result_per_configuration(prepared, 
             driver.kill()
     assert not (exp / "results.csv").exists()
 
-    rerun = subprocess.run(_orch(args, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True,
+    rerun = subprocess.run(_orch(args), cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=240)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
     assert "sweep kill (resumed): 3 configurations (2 finished, 1 diverged)" in rerun.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,13 @@ def test_storage_paths_and_uris(tmp_path):
     assert st.resolve_storage("s3://b/x/", tmp_path) == "s3://b/x"
     assert st.join("s3://b/x", "paper") == "s3://b/x/paper" and st.join("/a", "b") == "/a/b"
     assert not st.restorable(str(tmp_path / "nothing"))
+
+
+def test_data_from_a_uri_is_copied_once_per_node(prepared, tmp_path):
+    from orchestrator.sweep.trial import local_data
+
+    uri = f"file://{prepared}"
+    local = local_data(uri)
+    assert local.startswith(str(tmp_path / "runs" / "data"))  # ORCH_RUNS_DIR (tests/sweep/conftest.py)
+    assert sorted(p.name for p in Path(local).iterdir()) == sorted(p.name for p in prepared.iterdir())
+    assert local_data(uri) == local and local_data(str(prepared)) == str(prepared)
