@@ -173,9 +173,11 @@ def _open_tracking(tracking: TrackingConfig | None, name: str, cfg: SweepConfig,
     from orchestrator.tracking import SweepTracker, default_tracking_uri
 
     uri = tracking.tracking_uri or default_tracking_uri(workdir)
+    axes = {axis: ",".join(dict.fromkeys(str(getattr(p.config, axis)) for p in plans))
+            for axis in ("encoder", "optimizer", "lr")}
     tracker = SweepTracker.open(uri, experiment=tracking.experiment or name, sweep_name=name,
-                                tags={"grid": str(cfg.grid)},
-                                params={"grid": str(cfg.grid), "trials": len(plans),
+                                tags={"grid": str(cfg.grid)}, data=cfg.data,
+                                params={"grid": str(cfg.grid), "trials": len(plans), **axes,
                                         "overrides": json.dumps(cfg.overrides, sort_keys=True)})
     buffer_dir = tracking.buffer_dir or str(results_dir / "mlflow-buffer")
     return ({"uri": uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,

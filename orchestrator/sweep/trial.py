@@ -84,7 +84,7 @@ def _open_tracker(spec: dict[str, Any], plan: TrialPlan):
     from orchestrator.tracking import TrialTracker
 
     tracker = TrialTracker(t["uri"], t["experiment_id"], t["parent_run_id"], plan.trial_id,
-                           buffer_dir=t.get("buffer_dir"))
+                           buffer_dir=t.get("buffer_dir"), sweep_name=spec["sweep"])
     tracker.start(params={**plan.config.to_dict(), "trial_id": plan.trial_id, "sweep": spec["sweep"],
                           "gpus": plan.gpus, "cpus": plan.cpus, "workers": plan.workers})
     return tracker
@@ -114,13 +114,28 @@ def train_loop(spec: dict[str, Any], report: Callable[..., None], checkpoint, ra
         if tracker is not None:
             tracker.log_epoch(rep.epoch, rep.metrics)
         metrics = epoch_metrics(rep) | {"t_trial_start": t_start, "t_fit_start": t_fit}
-        report(metrics, checkpoint=Checkpoint.from_directory(str(rep.run_dir)) if rank == 0 else None)
+        # The last epoch's checkpoint would be superseded seconds later by the final one (after the test pass):
+        # skip that copy of the run directory (a kill in between costs one epoch, not the trial).
+        last_epoch = rep.epoch >= plan.config.epochs or rep.status == "diverged"
+        keep = rank == 0 and not last_epoch
+        report(metrics, checkpoint=Checkpoint.from_directory(str(rep.run_dir)) if keep else None)
 
-    result = fit(plan.config, local_data(spec["data"]), run_dir, on_epoch=on_epoch)
+    try:
+        result = fit(plan.config, local_data(spec["data"]), run_dir, on_epoch=on_epoch)
+    except BaseException as e:
+        if tracker is not None:  # mark the child run FAILED while Ray retries the trial (it reattaches then)
+            tracker.fail(f"{type(e).__name__}: {e}")
+        raise
     if tracker is not None:
         tracker.finish(result)
     row = final_metrics(result, plan) | {"t_trial_start": t_start, "t_fit_start": t_fit}
+    if rank == 0:
+        # The finished run needs no optimizer state: its final checkpoint (the one Tune keeps) holds best.pt,
+        # result.json and the plots, not last.pt, which is the largest file (weights + Adam moments, ~0.8 GB
+        # for ResNet152). A trial restored from it finds result.json and returns at once.
+        (run_dir / "last.pt").unlink(missing_ok=True)
     report(row, checkpoint=Checkpoint.from_directory(str(run_dir)) if rank == 0 else None)
+    shutil.rmtree(run_dir, ignore_errors=True)  # node-local scratch: persisted by the report above
     return row
 
 

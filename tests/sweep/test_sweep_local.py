@@ -31,8 +31,10 @@ def test_smoke_sweep_end_to_end(prepared, tmp_path):
     for col in ("test_dice_volume_mean", "test_miou_2class", "val_dice_volume_mean", "img_per_s"):
         assert all(0 <= v < math.inf for v in df[col]), col
     for run_dir in df["run_dir"]:
-        assert {"result.json", "best.pt", "last.pt", "per_patient_dice.csv", "history.csv"} <= {
-            p.name for p in Path(run_dir).iterdir()}
+        kept = {p.name for p in Path(run_dir).iterdir()}
+        assert {"result.json", "best.pt", "per_patient_dice.csv", "history.csv"} <= kept
+        assert "last.pt" not in kept  # a finished trial keeps no optimizer state (the largest file)
+        assert len(list(Path(run_dir).parent.glob("checkpoint_*"))) == 1  # only the final checkpoint is kept
     assert out.counts == {"finished": 4} and "4 finished" in out.summary() and not out.restored
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
