@@ -131,10 +131,14 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
                 param_space={TRIAL_KEY: tune.grid_search(specs)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, trial_name_creator=trial_dirname,
                                             trial_dirname_creator=trial_dirname,
-                                            # Reusing a finished trial's process skips its start-up (~8 s on
-                                            # 2 cores, BENCHMARKS.md); Tune refuses it for trials that
-                                            # launched Ray Train workers.
-                                            reuse_actors=not any(p.workers for p in plans)),
+                                            # A fresh process per trial. Reusing a finished trial's process
+                                            # skips its start-up (~2-8 s on 2 cores, BENCHMARKS.md) but its
+                                            # memory only grows: in the 45-trial demo two reused CPU trial
+                                            # processes reached 10.9 GB each (ResNet152/101 weights, Adam
+                                            # moments and checkpoint buffers the allocator keeps) and Ray's
+                                            # OOM killer ended the sweep. On GPUs a fresh process also
+                                            # returns its CUDA memory to the trials packed beside it.
+                                            reuse_actors=False),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=0, callbacks=[progress],
                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
