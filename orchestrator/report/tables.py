@@ -2,7 +2,7 @@
 Mean IoU, Dice, Iterations/second, the paper's number beside ours, and the predict-nothing baseline.
 
 Which of our metrics stands beside which of the paper's (DESIGN.md; all on test patients):
-  Loss      <- ``test_val_loss`` (pixel-mean BCE, the paper's loss; falls back to ``test_loss``)
+  Loss      <- ``test_loss`` (pixel-mean BCE on the test patients, the paper's loss)
   Mean IoU  <- ``test_miou_2class`` (background and tumour IoU averaged, the paper-style mIoU)
   Dice      <- ``test_dice_slice_all_empty1`` (slice mean, empty-vs-empty = 1: the generous, paper-style Dice)
   Dice/volume (ours only, the primary metric) <- ``test_dice_volume_mean``
@@ -26,7 +26,7 @@ BASELINE_LABEL = "predict nothing"
 
 # (column, paper column in paper_results.csv, our candidates in results.csv, decimals)
 COLUMNS = (
-    ("Loss", "loss", ("test_val_loss", "test_loss"), 3),
+    ("Loss", "loss", ("test_loss",), 3),
     ("Mean IoU", "mean_iou", ("test_miou_2class",), 3),
     ("Dice", "dice", ("test_dice_slice_all_empty1",), 3),
     ("Dice/volume", None, (PRIMARY,), 3),
@@ -111,7 +111,7 @@ def to_markdown(table: pd.DataFrame) -> str:
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     out.append(
-        "Ours: test patients, best-validation checkpoint. Loss = BCE (test_val_loss); Mean IoU = miou_2class; "
+        "Ours: test patients, best-validation checkpoint. Loss = BCE (test_loss); Mean IoU = miou_2class; "
         "Dice = dice_slice_all_empty1 (slice mean, empty-vs-empty = 1, the paper-style figure); Dice/volume = "
         "dice_volume_mean (per-patient volume Dice, our primary metric). A model that predicts nothing scores "
         f"Mean IoU {BASELINE['Mean IoU']}, Dice {BASELINE['Dice']} and Dice/volume 0 on this dataset: compare the "
