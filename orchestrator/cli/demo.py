@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from orchestrator.cli.common import user_errors
@@ -42,7 +44,7 @@ def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: i
     slices = sum(r["slices"] for r in rows)
     tumour = sum(r["tumour_slices"] for r in rows)
     click.echo(f"predicted {slices} slices of {len(rows)} patients ({tumour} with tumour) into {out}; "
-               f"per-patient table: {out}/patients.csv")
+               f"per-patient table: {Path(out) / 'patients.csv'}")
 
 
 @click.command("demo")
