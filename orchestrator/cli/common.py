@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from contextlib import contextmanager
 import sys
 
 import click
@@ -49,3 +50,23 @@ data_option = click.option(
     default=None,
     help="Prepared data directory (from `orch prep`). Default: the one recorded in ./orch.toml.",
 )
+
+
+@contextmanager
+def stage_progress():
+    """A rich progress bar with one row per stage (prep: validate, write, verify); yields the
+    ``progress(stage, done, total)`` callback that ``data_prep.prep.prepare`` takes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    labels = {"validate": "validating slices (patients)", "write": "writing shards (patients)",
+              "verify": "verifying shards"}
+    with Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield progress

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 
 import click
 
 from orchestrator import workdir
-from orchestrator.cli.common import user_errors
+from orchestrator.cli.common import stage_progress, user_errors
 
 
 def _default_workers() -> int:
@@ -18,25 +17,6 @@ def _default_workers() -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, min(8, cores))
-
-
-@contextmanager
-def _progress_bar():
-    """A rich progress bar with one row per stage; yields the ``progress(stage, done, total)`` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    labels = {"validate": "validating slices (patients)", "write": "writing shards (patients)",
-              "verify": "verifying shards"}
-    with Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield progress
 
 
 def _mb(n: int) -> str:
@@ -92,7 +72,7 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
     if verify_only:
         if len(paths) != 1:
             raise click.UsageError("--verify takes exactly one path: orch prep --verify OUT")
-        with _progress_bar() as progress:
+        with stage_progress() as progress:
             summary = verify(paths[0], progress=progress)
         click.echo(f"{paths[0]}: all {summary['shards']} shards verify ({summary['slices']} slices)")
         return
@@ -103,7 +83,7 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
                        workers=workers, max_missing_frac=max_missing_frac, numeric_fill=numeric_fill,
                        compression=compression, compression_level=compression_level)
     t0 = time.perf_counter()
-    with _progress_bar() as progress:
+    with stage_progress() as progress:
         m = prepare(source, out, options=opts, progress=progress)
     seconds = time.perf_counter() - t0
     recorded = workdir.record_prepared(out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import user_errors
+from orchestrator.cli.common import stage_progress, user_errors
 
 
 @click.command("predict")
@@ -71,7 +71,6 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
     """
     from rich.console import Console
 
-    from orchestrator.cli.data import _progress_bar
     from orchestrator.demo import DemoConfig, run_demo
     from orchestrator.report import make_report
 
@@ -80,7 +79,7 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
     console = Console()
     console.rule(f"orch demo: {'real data ' + real if real else f'{patients} synthetic patients'} -> "
                  f"grid {grid} scaled down ({image_size}px, {max_steps} steps x {epochs} epoch(s))")
-    with _progress_bar() as progress:
+    with stage_progress() as progress:
         outcome = run_demo(cfg, console=console, progress=progress)
     rep = make_report(str(outcome.results_dir), plots=True)
     click.echo(rep.markdown)
