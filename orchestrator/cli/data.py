@@ -31,7 +31,12 @@ def _mb(n: int) -> str:
               help="Worker processes (the files do not depend on it).")
 @user_errors
 def synth_cmd(out: str, patients: int, seed: int, workers: int) -> None:
-    """Write a synthetic dataset in the exact LGG layout (OUT/kaggle_3m/...): try every command without the data."""
+    """Write a synthetic dataset in the exact LGG layout (OUT/kaggle_3m/...): try every command without the data.
+
+    \b
+    Example (an LGG-sized set, then prepare it):
+      orch synth synthetic/ --patients 110 && orch prep synthetic/ prepared/
+    """
     from data_prep.synth import make_synthetic
 
     root = make_synthetic(out, patients=patients, seed=seed, workers=workers)

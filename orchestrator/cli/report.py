@@ -45,6 +45,11 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
     """Print SWEEP's results in the paper's layout (one table per learning rate) and write tables and plots.
 
     SWEEP is a sweep directory (holding results.csv) or a sweep name (looked up in --storage, else in MLflow).
+
+    \b
+    Examples:
+      orch report paper                               # ./sweeps/paper
+      orch report paper --tracking-uri http://head:5000 --sync   # upload records an outage left buffered
     """
     from orchestrator.report import make_report
 
@@ -69,7 +74,12 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
 @user_errors
 @_tracking_errors
 def ui_cmd(workdir, tracking_uri, host, port):
-    """Start the MLflow UI on a sweep's store, print its URL, and serve until Ctrl-C."""
+    """Start the MLflow UI on a sweep's store, print its URL, and serve until Ctrl-C.
+
+    \b
+    Example:
+      orch ui --workdir orch-demo       # the store `orch demo` wrote; then open the printed URL
+    """
     from orchestrator.tracking.ui import start_ui
 
     server = start_ui(workdir=workdir, tracking_uri=tracking_uri, host=host, port=port)

@@ -58,7 +58,13 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 @user_errors
 def train_cmd(data, encoder, optimizer, lr, epochs, batch_size, loss, seed, device, max_steps, image_size,
               max_eval_slices, cuda_graph, weights, out):
-    """Train one configuration; prints a live per-epoch table and the final metrics."""
+    """Train one configuration; prints a live per-epoch table and the final metrics.
+
+    \b
+    Examples:
+      orch train --encoder resnet50 --optimizer adam --lr 1e-4 --epochs 50          # the paper's best row
+      orch train --encoder resnet18 --image-size 64 --max-steps 5 --epochs 2        # a minute on a CPU
+    """
     from orchestrator.training import fit
     from orchestrator.workdir import prepared_dir
 
@@ -128,7 +134,12 @@ def evaluate_cmd(pred, truth, json_out, per_patient, predicted_patients_only):
 @user_errors
 def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out):
     """Images/s per depth: naive fp32 eager step, our loop's step, our step as a CUDA graph; peak memory; and
-    the paper grid's projected wall time on this machine."""
+    the paper grid's projected wall time on this machine.
+
+    \b
+    Example (on a GPU machine; on a CPU it runs small sizes and says so):
+      orch bench --encoders resnet18,resnet50,resnet152 --json bench.jsonl
+    """
     import torch
 
     from orchestrator.bench import BenchConfig, run_bench, summary
@@ -185,7 +196,12 @@ def _split_slices(pd, split: str) -> int:
 
 @click.command("models")
 def models_cmd():
-    """The ResNet-UNet family: encoders, parameter counts, encoder out_channels."""
+    """The ResNet-UNet family: encoders, parameter counts, encoder out_channels.
+
+    \b
+    Example:
+      orch models
+    """
     import torch
 
     from models import ENCODERS, count_parameters, create_model
