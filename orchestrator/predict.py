@@ -11,7 +11,6 @@ patient: slices, tumour slices, tumour pixels). Files are written to temporary n
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ import torch
 from PIL import Image
 
 from data_prep.tiffs import check_image, read_tiff
+from orchestrator.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,6 @@ def _read_images(patient: PatientSlices) -> np.ndarray:
     return np.stack(images)  # (N, 256, 256, 3) uint8
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _overlay(image: np.ndarray, mask: np.ndarray) -> Image.Image:
     """FLAIR slice (channel 1) in grey with the predicted tumour tinted red: (H, W, 3) uint8 RGB."""
     grey = np.repeat(image[..., 1:2], 3, axis=2).astype(np.float32)
@@ -135,6 +128,7 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
 
     ``progress(done, total)`` is called after each patient (the CLI draws a bar with it)."""
     from orchestrator.training import predict_masks
+    from orchestrator.training.results import write_csv
 
     found = find_slices(input_dir, patients)  # validate INPUT before loading a model or writing anything
     model, image_size, described = resolve_model(model_spec)
@@ -151,21 +145,14 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
         masks = (prob >= threshold).astype(np.uint8)  # (N, H, W) {0, 1}
         for n, image, mask in zip(patient.numbers, images, masks):
             name = f"{patient.stem}_{n}"
-            _atomic_write(out / patient.folder / f"{name}_mask.tif",
+            atomic_write(out / patient.folder / f"{name}_mask.tif",
                           lambda t, m=mask: tifffile.imwrite(t, m * np.uint8(255), photometric="minisblack"))
             if overlays and mask.any():
-                _atomic_write(out / "overlays" / patient.folder / f"{name}.png",
+                atomic_write(out / "overlays" / patient.folder / f"{name}.png",
                               lambda t, im=image, m=mask: _overlay(im, m).save(t, format="PNG"))
         rows.append({"patient": patient.folder, "slices": len(masks),
                      "tumour_slices": int(masks.any(axis=(1, 2)).sum()), "tumour_pixels": int(masks.sum())})
         if progress:
             progress(i + 1, len(found))
-
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-
-    _atomic_write(out / "patients.csv", write_csv)
+    write_csv(out / "patients.csv", rows)
     return rows

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.files import atomic_write_text
+
 PRIMARY = "test_dice_volume_mean"
 OPTIMIZER_ORDER = ("adam", "sgd", "rmsprop")  # the paper's row order
 # A model that predicts nothing, on the whole dataset (DESIGN.md): 2,556 of 3,929 slices are empty.
@@ -120,12 +122,6 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``paper_tables.csv`` (long form, every lr) and ``paper_tables.md`` into ``out_dir``.
 
@@ -135,6 +131,6 @@ def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "paper_tables.csv", "markdown": out / "paper_tables.md"}
-    _atomic_write(paths["csv"], table.to_csv(index=False))
-    _atomic_write(paths["markdown"], to_markdown(table))
+    atomic_write_text(paths["csv"], table.to_csv(index=False))
+    atomic_write_text(paths["markdown"], to_markdown(table))
     return paths

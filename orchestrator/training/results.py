@@ -6,10 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from orchestrator.files import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -62,23 +63,19 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows with possibly differing keys -> CSV with the union of keys (first-seen order), atomically."""
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def write_result(result: TrainResult) -> None:
