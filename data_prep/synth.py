@@ -129,7 +129,8 @@ def _write_patient(folder: Path, name: str, n: int, seed: int) -> None:
     lo = max(2, n // 5)  # at least one tumour-free slice at each end of the volume, as in the real scans
     start = int(rng.integers(lo, max(lo, n - run - max(1, n // 6) + 1) + 1))
     ty, tx = cy + rng.uniform(-35, 35), cx + rng.uniform(-30, 30)
-    t_r = rng.uniform(12, 26)
+    # Peak radius: the mean tumour area of a tumour slice then matches the real data's (~3 % of the slice).
+    t_r = rng.uniform(20, 42)
     for s in range(1, n + 1):
         # Brain cross-section shrinks towards both ends of the volume.
         scale = 0.35 + 0.65 * np.sin(np.pi * s / (n + 1)) ** 0.5

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("bce", "dice", "bce_dice")
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("constant", "cosine", "poly")  # lr after warm-up: flat, cosine to 0, or (1 - t)^0.9 (nnU-Net)
+SAMPLINGS = ("uniform", "tumour")  # which training slices an epoch draws
 
 
 class ConfigError(ValueError):
@@ -71,7 +73,19 @@ class TrainConfig(_DictMixin):
     seed: int = 0
     momentum: float = 0.9  # SGD only (RMSProp keeps torch's default of 0, as the paper's Keras-style setup)
     weight_decay: float = 0.0
-    augment: bool = True
+    augment: bool = True  # flips, rotation, scale (geometric, on the device)
+    # The recipe's levers (orchestrator/recipe.py says which are on by default and why; BENCHMARKS.md measures
+    # each). The paper grid pins every one of them to the paper's setting.
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0  # linear warm-up from ~0 to lr over this many epochs
+    sampling: str = "uniform"
+    tumour_fraction: float = 0.5  # sampling="tumour": this share of the drawn slices hold tumour
+    intensity_aug: bool = False  # per-channel brightness and gamma jitter, on the device
+    tta: bool = False  # evaluation and prediction average the model with its left-right mirror
+    min_component: int = 0  # post-processing: drop 3D tumour components under this many voxels (at 256 px)
+    # Cross-validation: ``fold`` (1..folds) of ``folds`` patient-level folds replaces the prepared split.
+    folds: int | None = None
+    fold: int | None = None
     # Scaling knobs for CPU demos and CI: None means "the real thing".
     max_steps: int | None = None  # optimizer steps per epoch
     image_size: int | None = None  # train/evaluate at this square size (resized on the device)
@@ -88,6 +102,20 @@ class TrainConfig(_DictMixin):
         _check_choice("device", self.device, DEVICES)
         _check_choice("amp", self.amp, ("auto", "bf16", "fp16", "off"))
         _check_choice("cuda_graph", self.cuda_graph, ("auto", "on", "off"))
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("sampling", self.sampling, SAMPLINGS)
+        if not (0.0 < self.tumour_fraction < 1.0):
+            raise ConfigError(f"tumour_fraction={self.tumour_fraction!r} must lie strictly between 0 and 1, e.g. 0.5")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs!r} must lie in [0, epochs={self.epochs}]")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if self.min_component < 0:
+            raise ConfigError(f"min_component={self.min_component!r} must be >= 0 (0: no post-processing)")
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"folds={self.folds!r} must be >= 2 (or unset for the prepared split)")
+        if self.fold is not None and not (self.folds and 1 <= self.fold <= self.folds):
+            raise ConfigError(f"fold={self.fold!r} must lie in 1..folds (folds={self.folds})")
         if not (self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")
         if self.epochs < 1:
@@ -105,8 +133,9 @@ class TrainConfig(_DictMixin):
 
     @property
     def short_name(self) -> str:
-        """A stable, human-readable id: ``resnet50-adam-lr1e-04``."""
-        return f"{self.encoder}-{self.optimizer}-lr{self.lr:.0e}"
+        """A stable, human-readable id: ``resnet50-adam-lr1e-04`` (``...-fold2`` for a cross-validation fold)."""
+        fold = f"-fold{self.fold}" if self.fold is not None else ""
+        return f"{self.encoder}-{self.optimizer}-lr{self.lr:.0e}{fold}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +146,18 @@ class TrackingConfig(_DictMixin):
     experiment: str | None = None  # default: the sweep name
     buffer_dir: str | None = None  # where records wait while the server is unreachable
     log_models_top_k: int = 3
+    # How a trial's best checkpoint reaches MLflow. "reference" (default): the sweep's storage copy IS the
+    # checkpoint; the run gets its location as the tag orch.checkpoint and the top-k models are weight-free
+    # pyfunc models pointing at it. One copy of the bytes: 45 paper-grid checkpoints are 6.8 GB, and a second
+    # copy in the artefact store doubled the demo's disk (~12 GB). "copy": also upload best.pt as an artefact
+    # and log the top-k as self-contained mlflow.pytorch models, for a store whose readers cannot reach the
+    # sweep storage (a remote server; storage on a cluster's local disk).
+    log_checkpoints: str = "reference"
+
+    def __post_init__(self) -> None:
+        _check_choice("log_checkpoints", self.log_checkpoints, ("reference", "copy"))
+        if self.log_models_top_k < 0:
+            raise ConfigError(f"log_models_top_k={self.log_models_top_k!r} must be >= 0 (0: log no models)")
 
 
 @dataclass(frozen=True)
@@ -136,6 +177,18 @@ class SweepConfig(_DictMixin):
     restart_errored: bool = False  # on restore, rerun errored trials from scratch instead of from checkpoints
     launcher: str = "auto"  # auto | inprocess | train (Ray Train TorchTrainer even for <= 1 GPU)
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields applied to every grid row
+    # K-fold cross-validation over patients: every grid row becomes K trials (<row id>-fold<k>), and the sweep
+    # gathers each row's K test folds into cv/<row id>/ and cv_results.csv (orchestrator.sweep.cv). None: the
+    # prepared split.
+    folds: int | None = None
+    # After the sweep, delete best.pt of the trials outside the top K by test dice_volume_mean (their metrics,
+    # plots, per-patient tables and result.json stay). None: keep every checkpoint. Irreversible: a rerun with
+    # a larger K cannot bring a deleted checkpoint back.
+    keep_checkpoints: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints={self.keep_checkpoints!r} must be >= 1 (or unset to keep all)")
 
     @property
     def sweep_name(self) -> str:

@@ -4,6 +4,11 @@ synthetic LGG-layout data (or ``--real PATH``) -> ``orch prep`` -> the ``paper``
 scaled down (small images, a few steps), on a local Ray cluster -> a local MLflow store -> the results tables.
 Every stage is the real one; only the sizes shrink. Rerunning reuses what is already there (prepared shards are
 reused, a finished sweep is restored, not retrained).
+
+Disk: the sweep keeps best.pt of the top 3 trials only (``--keep-checkpoints 3`` of ``orch sweep``) and MLflow
+refers to those files instead of copying them (``TrackingConfig.log_checkpoints="reference"``): the demo writes
+under 1 GB (at most 3 x 269 MB of ResNet152 weights plus ~0.15 GB of data, plots and MLflow records) instead of
+~13 GB (44 fp32 checkpoints stored twice, plus 3 pickled models). ``where_things_are`` says where everything went.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class DemoConfig(_DictMixin):
     image_size: int = 64
     max_eval_slices: int = 48
     workers: int = 2  # prep worker processes
+    # best.pt of the top k trials only (the ones MLflow lists as models); the other 42 of the paper grid would
+    # be up to 6 GB of weights that nobody loads after a demo.
+    keep_checkpoints: int = TrackingConfig.log_models_top_k
 
     def overrides(self) -> dict:
         return {"epochs": self.epochs, "max_steps": self.max_steps, "batch_size": self.batch_size,
@@ -71,7 +79,72 @@ def run_demo(cfg: DemoConfig, console=None, progress: ProgressFn | None = None):
     prepared = prepare_demo_data(cfg, progress)
     root = Path(cfg.workdir).resolve()
     sweep = SweepConfig(name=cfg.name, grid=cfg.grid, data=str(prepared), storage=str(root / "sweeps"),
-                        overrides=cfg.overrides())
+                        overrides=cfg.overrides(), keep_checkpoints=cfg.keep_checkpoints)
     # Ray workers inherit the environment: keep a laptop demo from starting usage reporting.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     return run_sweep(sweep, tracking=TrackingConfig(), console=console, workdir=root)
+
+
+def disk_usage(path: str | os.PathLike) -> int:
+    """Bytes of the files under ``path``, each hard-linked file once (a walk: what is on disk, as ``du`` counts it
+    but in apparent bytes)."""
+    seen, total = set(), 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:  # removed meanwhile
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def where_things_are(cfg: DemoConfig, outcome, report_paths: dict[str, Path] | None = None) -> list[str]:
+    """The lines ``orch demo`` ends with: where the sweep, its results, report, kept checkpoints and MLflow store
+    are, how to open them, and the bytes the work directory holds."""
+    root = Path(cfg.workdir).resolve()
+
+    def show(p) -> str:  # paths as the user named the work directory
+        p = Path(p)
+        try:
+            return str(Path(cfg.workdir) / p.resolve().relative_to(root))
+        except ValueError:
+            return str(p)
+
+    sizes = {name: disk_usage(root / name) for name in ("synthetic", "prepared", "sweeps", "mlartifacts")}
+    sizes["mlflow.db"] = (root / "mlflow.db").stat().st_size if (root / "mlflow.db").is_file() else 0
+    total = disk_usage(root)
+    results = outcome.results
+    done = int(results["status"].isin(("finished", "diverged")).sum()) if len(results) else 0
+    kept = outcome.checkpoints
+    lines = [f"Where things are ({cfg.workdir}: {_size(total)} on disk):",
+             f"  sweep        {show(outcome.sweep_dir)}  (Tune state; per trial: learning curve, overlay, "
+             f"per-patient Dice, result.json)",
+             f"  results      {show(outcome.results_csv)}"]
+    files = sorted({Path(p) for p in (report_paths or {}).values()})
+    tables, plots = [p for p in files if p.suffix != ".png"], [p for p in files if p.suffix == ".png"]
+    if tables:
+        lines.append(f"  tables       {', '.join(show(p) for p in tables)}")
+    if plots:
+        lines.append(f"  plots        {len(plots)} PNGs: " + ", ".join(sorted({show(p.parent) for p in plots})) +
+                     "/plot_*.png")
+    lines.append(f"  checkpoints  {len(kept)} kept (best.pt of the top {cfg.keep_checkpoints} by test "
+                 f"dice_volume_mean; none for the other {max(done - len(kept), 0)} trials):")
+    width = max((len(t) for t in kept), default=0)
+    lines += [f"                 {t:<{width}}  {show(loc)}" for t, loc in kept.items()]
+    lines += [f"  MLflow       {show(root / 'mlflow.db')} (artefacts: {show(root / 'mlartifacts')}); it refers to the "
+              "kept checkpoints, it holds no copy",
+              f"               review every run:  orch ui --workdir {cfg.workdir}",
+              f"  disk         {_size(total)}: synthetic data {_size(sizes['synthetic'])}, prepared "
+              f"{_size(sizes['prepared'])}, sweep {_size(sizes['sweeps'])}, MLflow "
+              f"{_size(sizes['mlflow.db'] + sizes['mlartifacts'])}"]
+    if kept:
+        best = next(iter(kept.values()))
+        lines.append(f"  predict      orch predict {show(Path(best).parent)} INPUT OUT")
+    return lines

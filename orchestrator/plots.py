@@ -83,3 +83,31 @@ def overlay(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, titles: lis
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def cv_dice(rows: list[dict[str, Any]], summary: dict[str, Any], path: str | Path,
+            references: dict[str, float] | None = None) -> Path:
+    """Per-patient volume Dice of a cross-validation, one column of points per fold plus all patients (box), with
+    the mean and horizontal reference lines (published figures) -> PNG at ``path``."""
+    plt = _pyplot()
+    folds = sorted({int(r["fold"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * (len(folds) + 1), 4.0))
+    rng = np.random.default_rng(0)
+    for i, k in enumerate(folds):
+        d = [r["dice"] for r in rows if int(r["fold"]) == k]
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=12, alpha=0.7)
+    everything = [r["dice"] for r in rows]
+    ax.boxplot([everything], positions=[len(folds)], widths=0.5, showmeans=True)
+    for (label, value), style in zip((references or {}).items(), (":", "--", "-.")):
+        ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=f"{label} {value:.2f}")
+    ax.set_xticks(range(len(folds) + 1), [f"fold {k}" for k in folds] + ["all"])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("Dice per patient volume")
+    ax.set_title(f"{summary['n_patients']} patients: mean {summary['mean']:.3f}, median {summary['median']:.3f}, "
+                 f"95% CI {summary['ci95_low']:.3f}-{summary['ci95_high']:.3f}", fontsize=9)
+    if references:
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -39,6 +39,7 @@ def synth_cmd(out: str, patients: int, seed: int, workers: int) -> None:
     """
     from data_prep.synth import make_synthetic
 
+    click.echo(f"synth: writing {patients} patients to {out}")  # one stage: a line when it starts and ends
     root = make_synthetic(out, patients=patients, seed=seed, workers=workers)
     click.echo(f"wrote {patients} synthetic patients to {root}")
 

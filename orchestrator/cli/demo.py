@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import stage_progress, user_errors
+from orchestrator.cli.common import make_console, stage_progress, user_errors
 
 
 @click.command("predict")
@@ -65,28 +65,24 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
     """Run the whole product on this machine: data -> prep -> the paper grid scaled down on Ray -> MLflow.
 
     \b
-    Example (a fresh laptop, no GPU, no dataset; about 5 minutes on 2 cores, ~12 GB of disk):
+    Example (a fresh laptop, no GPU, no dataset; about 5 minutes on 2 cores, < 1 GB of disk):
       orch demo
       orch demo --real ~/data/lgg-mri-segmentation/kaggle_3m
     """
-    from rich.console import Console
-
-    from orchestrator.demo import DemoConfig, run_demo
+    from orchestrator.demo import DemoConfig, run_demo, where_things_are
     from orchestrator.report import make_report
 
     cfg = DemoConfig(workdir=workdir, real=real, patients=patients, grid=grid, epochs=epochs, max_steps=max_steps,
                      image_size=image_size)
-    console = Console()
+    console = make_console()  # plain lines (prep stages, trial events) where stdout is no terminal
     console.rule(f"orch demo: {'real data ' + real if real else f'{patients} synthetic patients'} -> "
                  f"grid {grid} scaled down ({image_size}px, {max_steps} steps x {epochs} epoch(s))")
     with stage_progress() as progress:
         outcome = run_demo(cfg, console=console, progress=progress)
     rep = make_report(str(outcome.results_dir), plots=True)
     click.echo(rep.markdown)
-    for key, path in rep.paths.items():
-        click.echo(f"wrote {key}: {path}")
     click.echo(outcome.summary())
-    click.echo(f"\nReview every run in the MLflow UI:  orch ui --workdir {workdir}")
+    click.echo("\n" + "\n".join(where_things_are(cfg, outcome, rep.paths)))
 
 
 COMMANDS = [demo_cmd, predict_cmd]

@@ -45,6 +45,8 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
     """Print SWEEP's results in the paper's layout (one table per learning rate) and write tables and plots.
 
     SWEEP is a sweep directory (holding results.csv) or a sweep name (looked up in --storage, else in MLflow).
+    A sweep run with --folds K also gets its cross-validation table (per-patient Dice over every patient, 95% CI,
+    beside the published figures of Buda et al. 2019 and human readers) from its cv_results.csv.
 
     \b
     Examples:

@@ -10,14 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import workdir
-from orchestrator.cli.common import data_option, user_errors
+from orchestrator.cli.common import data_option, make_console, user_errors
 from orchestrator.config import LOSSES, SweepConfig, TrackingConfig
 
 
 def _plan_table(plans, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("#", "trial id", "encoder", "optimizer", "lr", "epochs", "loss", "batch", "GPU", "CPU", "runs in"):
-        table.add_column(col, justify="right" if col in ("#", "lr", "epochs", "batch", "GPU", "CPU") else "left")
+        table.add_column(col, justify="right" if col in ("#", "lr", "epochs", "batch", "GPU", "CPU") else "left",
+                         overflow="fold" if col == "trial id" else "ellipsis")  # ids wrap, never cut short
     for i, p in enumerate(plans, 1):
         c = p.config
         where = f"Ray Train x{p.workers}" if p.workers else "in-process"
@@ -56,15 +57,23 @@ def _plan_table(plans, title: str) -> Table:
               help="MLflow tracking URI (a cluster: http://<head>:5000, exported by clusters/*.yaml). "
               "Default: sqlite:///<cwd>/mlflow.db.")
 @click.option("--no-tracking", is_flag=True, help="Do not record the sweep in MLflow.")
+@click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="K-fold cross-validation over patients: every configuration becomes K trials "
+              "(<id>-fold<k>), gathered into cv/<id>/ and cv_results.csv, every patient tested once. "
+              "Default: the prepared train/val/test split.")
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), default=None, metavar="K",
+              help="After the sweep, delete best.pt of the trials outside the top K by test dice_volume_mean "
+              "(metrics, plots and tables stay). Default: keep all.")
 @user_errors
 def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, cpus_per_trial, max_concurrent,
           launcher, resume, restart_errored, epochs, batch_size, loss, max_steps, image_size, tracking_uri,
-          no_tracking):
+          no_tracking, folds, keep_checkpoints):
     """Train every configuration of a grid on Ray Tune: packed onto GPUs, resumable, tracked in MLflow.
 
     \b
     orch sweep --grid paper --dry-run               # the 45 configurations and what each gets
     orch sweep --grid smoke --data prepared/        # a tiny sweep on this machine
+    orch sweep --grid smoke --folds 5 --dry-run     # 5-fold cross-validation: 5 trials per configuration
     orch sweep --grid paper --address auto --storage s3://bucket/sweeps --tracking-uri http://head:5000
     """
     if as_json and not dry_run:
@@ -73,7 +82,8 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
                  "image_size": image_size}
     cfg = SweepConfig(name=name, grid=grid, storage=storage, address=address, gpus_per_trial=gpus_per_trial,
                       cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, resume=resume,
-                      restart_errored=restart_errored, launcher=launcher,
+                      restart_errored=restart_errored, launcher=launcher, keep_checkpoints=keep_checkpoints,
+                      folds=folds,
                       overrides={k: v for k, v in overrides.items() if v is not None})
     if dry_run:
         from orchestrator.sweep import DEFAULT_GPU_SHARE, dry_run as plan
@@ -82,11 +92,13 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
         if as_json:
             click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
             return
+        what = f"{len(plans)} configurations" if not folds else \
+            f"{len(plans) // folds} configurations x {folds} folds = {len(plans)} trials"
         if any(p.gpus for p in plans) or not plans:
-            title = f"grid {grid}: {len(plans)} configurations on GPUs"
+            title = f"grid {grid}: {what} on GPUs"
         else:
             shares = ", ".join(f"{e} {g:g}" for e, g in DEFAULT_GPU_SHARE.items())
-            title = (f"grid {grid}: {len(plans)} configurations on CPUs (no GPU on this machine; with --address on "
+            title = (f"grid {grid}: {what} on CPUs (no GPU on this machine; with --address on "
                      f"a GPU cluster each trial gets a GPU share: {shares})")
         console = Console(width=max(Console().width, 120))
         console.print(_plan_table(plans, title))
@@ -95,7 +107,7 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
 
     cfg = cfg.replace(data=str(workdir.prepared_dir(data)))
     tracking = None if no_tracking else TrackingConfig(tracking_uri=tracking_uri)
-    console = Console()
+    console = make_console()  # a live trial table on a terminal, one line per trial event elsewhere
     outcome = run_sweep(cfg, tracking=tracking, console=console)
     console.print(outcome.summary(), highlight=False, soft_wrap=True)
 

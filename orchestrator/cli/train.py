@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,14 +12,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.cli.common import data_option, user_errors
-from orchestrator.config import DEVICES, LOSSES, OPTIMIZERS, ConfigError, TrainConfig
+from models import list_encoders
+from orchestrator.cli.common import data_option, interactive, make_console, user_errors
+from orchestrator.config import DEVICES, LOSSES, OPTIMIZERS, SAMPLINGS, SCHEDULES, ConfigError, TrainConfig
+from orchestrator.fmt import fmt_value
 
 console = Console()
 # metric -> column label (short: the table must fit 80 columns)
 _EPOCH_COLUMNS = {"loss": "loss", "val_loss": "val loss", "dice_volume_mean": "dice vol", "dice_global": "dice all",
                   "miou_2class": "mIoU", "img_per_s": "img/s", "epoch_time_s": "s"}
-_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+_ENCODERS = tuple(list_encoders())
 
 
 def _fmt(v) -> str:
@@ -38,53 +41,158 @@ def _metrics_table(title: str, metrics: dict) -> Table:
     return t
 
 
+_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _opt(*decls, field: str, **kw):
+    """A ``TrainConfig`` field as an option whose default is the dataclass's (None when not given, so the config
+    keeps its own default: one place holds every default, orchestrator/config.py)."""
+    return click.option(*decls, field, default=None, show_default=str(_DEFAULT[field]), **kw)
+
+
 @click.command("train")
 @data_option
-@click.option("--encoder", type=click.Choice(_ENCODERS), default="resnet34", show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--epochs", type=int, default=50, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--loss", type=click.Choice(LOSSES), default="bce", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Optimizer steps per epoch (demos, CI).")
-@click.option("--image-size", type=int, default=None, help="Train/evaluate at this square size (multiple of 32).")
-@click.option("--max-eval-slices", type=int, default=None, help="Evaluate on at most this many slices.")
-@click.option("--cuda-graph", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True)
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local ImageNet encoder weights.")
+@_opt("--encoder", field="encoder", type=click.Choice(list_encoders()))
+@_opt("--optimizer", field="optimizer", type=click.Choice(OPTIMIZERS))
+@_opt("--lr", field="lr", type=float)
+@_opt("--epochs", field="epochs", type=int)
+@_opt("--batch-size", field="batch_size", type=int)
+@_opt("--loss", field="loss", type=click.Choice(LOSSES))
+@_opt("--weight-decay", field="weight_decay", type=float)
+@_opt("--schedule", field="schedule", type=click.Choice(SCHEDULES), help="lr after warm-up.")
+@_opt("--warmup-epochs", field="warmup_epochs", type=float, help="Linear lr warm-up.")
+@_opt("--sampling", field="sampling", type=click.Choice(SAMPLINGS),
+      help="tumour: oversample slices holding tumour (see --tumour-fraction).")
+@_opt("--tumour-fraction", field="tumour_fraction", type=float, help="Share of drawn slices with tumour.")
+@_opt("--augment/--no-augment", field="augment", help="Flips, rotation, scale.")
+@_opt("--intensity-aug/--no-intensity-aug", field="intensity_aug", help="Brightness and gamma jitter.")
+@_opt("--tta/--no-tta", field="tta", help="Flip test-time augmentation in evaluation.")
+@_opt("--min-component", field="min_component", type=int,
+      help="Drop predicted 3D tumour components under this many voxels (at 256 px); 0: off.")
+@_opt("--seed", field="seed", type=int)
+@_opt("--device", field="device", type=click.Choice(DEVICES))
+@_opt("--max-steps", field="max_steps", type=int, help="Optimizer steps per epoch (demos, CI).")
+@_opt("--image-size", field="image_size", type=int, help="Train/evaluate at this square size (multiple of 32).")
+@_opt("--max-eval-slices", field="max_eval_slices", type=int, help="Evaluate on at most this many slices.")
+@_opt("--cuda-graph", field="cuda_graph", type=click.Choice(("auto", "on", "off")))
+@_opt("--weights", field="weights", type=click.Path(dir_okay=False), help="Local ImageNet encoder weights.")
+@_opt("--folds", field="folds", type=click.IntRange(min=2),
+      help="Patient-level K-fold cross-validation: every patient tested once (folds seeded like the split).")
+@click.option("--paper", "paper", is_flag=True,
+              help="Start from the paper's settings (BCE, constant lr, uniform sampling, no TTA or post-processing) "
+              "instead of orch's recipe; options given explicitly still win.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default runs/<encoder>-<optimizer>-lr<lr>). An existing one is resumed.")
+              help="Run directory (default runs/<encoder>-<optimizer>-lr<lr>[-cv<K>]). An existing one is resumed.")
 @user_errors
-def train_cmd(data, encoder, optimizer, lr, epochs, batch_size, loss, seed, device, max_steps, image_size,
-              max_eval_slices, cuda_graph, weights, out):
-    """Train one configuration; prints a live per-epoch table and the final metrics.
+def train_cmd(data, paper, out, **options):
+    """Train one configuration (orch's recipe unless --paper); prints each epoch and the test metrics.
 
     \b
     Examples:
-      orch train --encoder resnet50 --optimizer adam --lr 1e-4 --epochs 50          # the paper's best row
+      orch train --encoder resnet18 --image-size 128 --epochs 20                     # the recipe, CPU-sized
+      orch train --paper --encoder resnet50 --optimizer adam --lr 1e-4 --epochs 50  # the paper's best row
+      orch train --folds 5 --encoder resnet34                                       # 5-fold cross-validation
       orch train --encoder resnet18 --image-size 64 --max-steps 5 --epochs 2        # a minute on a CPU
     """
+    from orchestrator.recipe import PAPER_SETTINGS
     from orchestrator.training import fit
     from orchestrator.workdir import prepared_dir
 
-    cfg = TrainConfig(encoder=encoder, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, loss=loss,
-                      seed=seed, device=device, max_steps=max_steps, image_size=image_size,
-                      max_eval_slices=max_eval_slices, cuda_graph=cuda_graph,
-                      weights=weights)
-    run_dir = Path(out or Path("runs") / cfg.short_name)
-    table = Table(title=f"{cfg.short_name} -> {run_dir}")
-    table.add_column("epoch", justify="right")
-    for label in _EPOCH_COLUMNS.values():
-        table.add_column(label, justify="right")
-    with Live(table, console=console, refresh_per_second=4):
-        result = fit(cfg, prepared_dir(data), run_dir, on_epoch=lambda r: table.add_row(
-            f"{r.epoch}{' *' if r.is_best else ''}", *(_fmt(r.metrics.get(c)) for c in _EPOCH_COLUMNS)))
-    console.print(f"\nstatus [bold]{result.status}[/], {result.epochs_completed} epochs, best epoch {result.best_epoch}"
+    given = {k: v for k, v in options.items() if v is not None}
+    cfg = TrainConfig(**({**PAPER_SETTINGS, **given} if paper else given))
+    run_dir = Path(out or Path("runs") / (cfg.short_name + (f"-cv{cfg.folds}" if cfg.folds else "")))
+    data_dir = prepared_dir(data)
+    console = make_console()
+    if cfg.folds:
+        _train_cv(cfg, data_dir, run_dir, console)
+        return
+    with _EpochPrinter(console, f"{cfg.short_name} -> {run_dir}") as printer:
+        result = fit(cfg, data_dir, run_dir, on_epoch=printer.epoch)
+    console.print(f"status [bold]{result.status}[/], {result.epochs_completed} epochs, best epoch {result.best_epoch}"
                   " (best = highest validation dice_volume_mean, marked *)")
     if result.test:
         console.print(_metrics_table("test (best checkpoint)", result.test))
     console.print(f"artefacts in {run_dir}")
+
+
+def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console) -> None:
+    from orchestrator.training.cv import PER_PATIENT_CSV, PLOT, PUBLISHED, run_cv
+
+    printers: dict[int, _EpochPrinter] = {}
+
+    def on_epoch(fold: int, report) -> None:
+        if fold not in printers:
+            for p in printers.values():
+                p.close()
+            printers[fold] = _EpochPrinter(console, f"fold {fold}/{cfg.folds}: {cfg.short_name} -> {run_dir}/fold{fold}",
+                                           prefix=f"fold {fold}/{cfg.folds} ").open()
+        printers[fold].epoch(report)
+
+    def on_fold(fold: int, result) -> None:
+        n_test = sum(1 for r in result.per_patient if r.get("split") == "test")
+        console.print(f"fold {fold}/{cfg.folds}: {result.status}, test dice_volume_mean "
+                      f"{fmt_value(result.test.get('dice_volume_mean'))} over {n_test} patients", highlight=False)
+
+    try:
+        cv = run_cv(cfg, data_dir, run_dir, on_epoch=on_epoch, on_fold=on_fold)
+    finally:
+        for p in printers.values():
+            p.close()
+    s = cv.summary
+    table = Table(title=f"{cfg.folds}-fold cross-validation, Dice per patient volume ({s['n_patients']} patients)")
+    for c in ("", "mean", "median", "95% CI"):
+        table.add_column(c, justify="right")
+    table.add_row(f"orch ({cfg.short_name.removesuffix('-fold1')})", fmt_value(s["mean"]), fmt_value(s["median"]),
+                  f"{fmt_value(s['ci95_low'])}-{fmt_value(s['ci95_high'])}")
+    for label, value in PUBLISHED.items():
+        table.add_row(label, fmt_value(value), "", "")
+    table.add_row("predict nothing", fmt_value(0.0), fmt_value(0.0), "")
+    console.print(table)
+    if not s.get("complete", True):
+        console.print(f"[yellow]incomplete: {len(s['missing_patients'])} patients have no test result "
+                      "(a fold did not finish); rerun the command to resume[/]")
+    console.print(f"per-patient table {run_dir / PER_PATIENT_CSV}, plot {run_dir / PLOT}")
+
+
+class _EpochPrinter:
+    """One row per epoch: a live table on a terminal, a plain flushed line otherwise (logs, ray job submit)."""
+
+    def __init__(self, console: Console, title: str, prefix: str = ""):
+        self.console, self.title, self.prefix = console, title, prefix
+        self.live: Live | None = None
+        self.table: Table | None = None
+
+    def open(self) -> _EpochPrinter:
+        if interactive():
+            self.table = Table(title=self.title)
+            self.table.add_column("epoch", justify="right")
+            for label in _EPOCH_COLUMNS.values():
+                self.table.add_column(label, justify="right")
+            self.live = Live(self.table, console=self.console, refresh_per_second=4)
+            self.live.start()
+        else:
+            click.echo(self.title)  # click.echo flushes: the line is in the log at once
+        return self
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def __enter__(self) -> _EpochPrinter:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def epoch(self, r) -> None:
+        cells = [fmt_value(r.metrics.get(c), 0 if c in ("img_per_s", "epoch_time_s") else 4) for c in _EPOCH_COLUMNS]
+        if self.table is not None:
+            self.table.add_row(f"{r.epoch}{' *' if r.is_best else ''}", *cells)
+            return
+        pairs = " ".join(f"{label.replace(' ', '_')} {v}" for label, v in zip(_EPOCH_COLUMNS.values(), cells))
+        click.echo(f"{self.prefix}epoch {r.epoch} {pairs}{' (best)' if r.is_best else ''}"
+                   f"{' DIVERGED' if r.status == 'diverged' else ''}")
 
 
 @click.command("evaluate")

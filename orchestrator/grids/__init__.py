@@ -6,6 +6,9 @@ optional ``trial_id`` column names rows; without it a row's id is ``TrainConfig.
 (``resnet50-adam-lr1e-04``), so ids are derived from the configuration, stable across runs, and never
 timestamps. Adding a grid is adding a file; ``load_grid`` also accepts a path to a CSV of the same shape.
 
+Cross-validation is not a grid column: ``with_folds(entries, K)`` turns every row into K trials
+(``<row id>-fold<k>``), which ``orch sweep --folds K`` schedules; ``config_id`` maps a trial id back to its row.
+
     >>> entries = load_grid("paper", overrides={"epochs": 2})
     >>> len(entries), entries[0].trial_id
     (45, 'resnet18-adam-lr1e-02')
@@ -125,3 +128,32 @@ def load_grid(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
         seen[trial_id] = lineno
         entries.append(GridEntry(trial_id=trial_id, config=cfg))
     return entries
+
+
+FOLD_SUFFIX = "-fold{}"  # trial id of fold k of a grid row: <row id>-fold<k> (TrainConfig.short_name agrees)
+
+
+def with_folds(entries: list[GridEntry], folds: int | None) -> list[GridEntry]:
+    """Every entry as ``folds`` cross-validation trials, folds of one row together (``None``: unchanged).
+
+    Fold k of row ``r`` is ``GridEntry(f"{r.trial_id}-fold{k}", r.config.replace(folds=folds, fold=k))``."""
+    if folds is None:
+        half = [e.trial_id for e in entries if e.config.folds is not None and e.config.fold is None]
+        if half:
+            raise GridError(f"grid row(s) {', '.join(half[:3])} set folds without fold: drop the folds column "
+                            "and pass --folds K to cross-validate every row")
+        return list(entries)
+    if folds < 2:
+        raise GridError(f"--folds {folds}: cross-validation needs at least 2 folds (e.g. --folds 5)")
+    named = [e.trial_id for e in entries if e.config.folds is not None or e.config.fold is not None]
+    if named:
+        raise GridError(f"grid row(s) {', '.join(named[:3])} already set folds/fold: leave those columns out of "
+                        "the grid and pass --folds K to cross-validate every row")
+    return [GridEntry(e.trial_id + FOLD_SUFFIX.format(k), e.config.replace(folds=folds, fold=k))
+            for e in entries for k in range(1, folds + 1)]
+
+
+def config_id(trial_id: str, fold: int | None) -> str:
+    """The grid row id of a trial: ``resnet34-adamw-lr1e-03-fold2`` (fold 2) -> ``resnet34-adamw-lr1e-03``."""
+    suffix = FOLD_SUFFIX.format(fold) if fold is not None else ""
+    return trial_id[: -len(suffix)] if suffix and trial_id.endswith(suffix) else trial_id

@@ -41,13 +41,15 @@ def _candidates(sweep: str, storage, workdir) -> list[Path]:
 def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str | os.PathLike | None = None,
                 tracking_uri: str | None = None, sync: bool = False, buffer_dir: str | os.PathLike | None = None,
                 workdir: str | os.PathLike | None = None, plots: bool = True) -> ReportOutcome:
-    """Report the sweep ``sweep`` (a sweep directory or a sweep name).
+    """Report the sweep ``sweep`` (a sweep directory or a sweep name); a sweep run with ``--folds K`` also gets
+    its cross-validation table (``cv_tables.md``, appended to ``markdown``).
 
     Results come from the sweep directory's ``results.csv`` when there is one, else from MLflow (``tracking_uri``,
     default ``sqlite:///<workdir>/mlflow.db``; experiment = sweep name). ``sync`` first uploads the buffered
     records of ``buffer_dir`` (default ``<sweep dir>/mlflow-buffer``). Tables and plots go to ``out`` (default:
     the sweep directory, or ``<workdir>/reports/<sweep>`` for a sweep read from MLflow)."""
     from orchestrator.report import write_plots, write_tables
+    from orchestrator.report.cv import read_cv_results, write_cv_table
 
     work = Path(workdir or os.getcwd())
     sweep_dir = find_sweep_dir(sweep, storage, work)
@@ -86,5 +88,9 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
     paths = write_tables(results, out_dir)
     if plots:
         paths.update(write_plots(results, out_dir))
-    return ReportOutcome(source=source, markdown=paths["markdown"].read_text(encoding="utf-8"), paths=paths,
-                         synced=synced, still_buffered=kept)
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    cv = read_cv_results(sweep_dir)  # a sweep run with --folds K: its cross-validation table follows
+    if cv is not None:
+        paths["cv_markdown"] = write_cv_table(cv, out_dir)
+        markdown += "\n" + paths["cv_markdown"].read_text(encoding="utf-8")
+    return ReportOutcome(source=source, markdown=markdown, paths=paths, synced=synced, still_buffered=kept)

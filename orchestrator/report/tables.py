@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.files import atomic_write_text
+from orchestrator.fmt import DIVERGED, fmt_value
 
 PRIMARY = "test_dice_volume_mean"
 OPTIMIZER_ORDER = ("adam", "sgd", "rmsprop")  # the paper's row order
@@ -90,8 +91,10 @@ def paper_layout(results: pd.DataFrame) -> pd.DataFrame:
     return table[cols]
 
 
-def _fmt(v, decimals: int) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{decimals}f}"
+def _cell(v, decimals: int, diverged: bool = False) -> str:
+    """A Markdown cell (``fmt_value``: 1.4e29 reads "1.4e+29", never 30 digits). Missing is "–", except in a
+    diverged run's row, where a missing or non-finite figure reads "diverged"."""
+    return fmt_value(v, decimals, missing=DIVERGED if diverged else "–")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -106,10 +109,11 @@ def to_markdown(table: pd.DataFrame) -> str:
                 "|" + "---|" * len(header)]
         for _, r in group.iterrows():
             cells = [str(r["optimizer"]), str(r["encoder"]), str(r["status"])]
+            diverged = r["status"] == DIVERGED
             for c, p, *_ in COLUMNS:
                 if p:
-                    cells.append(_fmt(r[f"{c} (paper)"], decimals[c]))
-                cells.append(_fmt(r[f"{c} (ours)"], decimals[c]))
+                    cells.append(_cell(r[f"{c} (paper)"], decimals[c]))
+                cells.append(_cell(r[f"{c} (ours)"], decimals[c], diverged))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     out.append(
@@ -123,7 +127,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``paper_tables.csv`` (long form, every lr) and ``paper_tables.md`` into ``out_dir``.
+    """Write ``paper_tables.csv`` (long form, every lr, raw numbers for programs) and ``paper_tables.md`` (for
+    people: figures through ``fmt_value``) into ``out_dir``.
 
     ``results`` is the sweep's results.csv (one row per configuration). Returns ``{"csv": ..., "markdown": ...}``.
     """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.config import ConfigError, SweepConfig, TrainConfig
-from orchestrator.grids import GridEntry
+from orchestrator.grids import GridEntry, with_folds
 
 DEFAULT_GPU_SHARE = {"resnet18": 0.25, "resnet34": 0.25, "resnet50": 0.5, "resnet101": 0.5, "resnet152": 1.0}
 # Tune-function share of a CPU when the loop runs in Ray Train workers: the function only waits on the trainer,
@@ -75,7 +75,9 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
     """Resources for every grid entry, longest trials first (largest encoders start first, so the small ones
     fill the gaps at the end of the sweep instead of a ResNet152 starting last).
 
-    ``use_gpus=False`` (no GPU in the cluster) runs every trial on ``cfg.cpus_per_trial`` CPUs.
+    ``use_gpus=False`` (no GPU in the cluster) runs every trial on ``cfg.cpus_per_trial`` CPUs. With
+    ``cfg.folds = K`` every entry is K trials, one per cross-validation fold (``grids.with_folds``), each planned
+    and packed like any other trial.
     """
     if cfg.launcher not in LAUNCHERS:
         raise ConfigError(f"launcher={cfg.launcher!r} is not valid; choose one of: {', '.join(LAUNCHERS)}")
@@ -85,6 +87,7 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
                           "number of GPUs (DDP across them), or 0 for CPU-only")
     if cfg.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial} must be > 0")
+    entries = with_folds(entries, cfg.folds)
     plans = []
     for e in entries:
         gpus = 0.0 if not use_gpus else (float(g) if g is not None else gpu_share(e.config.encoder))

@@ -1,6 +1,11 @@
-"""Live progress of a sweep: a Tune callback on the driver that keeps a rich table of the trials.
+"""Live progress of a sweep: a Tune callback on the driver that keeps a rich table of the trials on a terminal,
+and prints one plain line per trial event anywhere else (a log file, ``ray job submit``, ``nohup``, CI)::
 
-Columns: trial, status, epoch, best validation ``dice_volume_mean``, images/s of the last epoch, elapsed time.
+    trial resnet18-adam-lr1e-03: started
+    trial resnet18-adam-lr1e-03: epoch 3/10 val dice_volume_mean 0.612 (142 img/s)
+    trial resnet18-adam-lr1e-03: finished, test dice_volume_mean 0.701
+
+Table columns: trial, status, epoch, best validation ``dice_volume_mean``, images/s of the last epoch, elapsed time.
 The callback also keeps per-trial timings (driver start, first report, the trial's own clock) that the
 benchmarks use to measure Ray's overhead per trial.
 """
@@ -17,6 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.fmt import fmt_value
 from orchestrator.sweep.plan import TrialPlan
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ class TrialState:
     status: str = "pending"
     epoch: int = 0
     best_dice: float | None = None
+    test_dice: float | None = None
     img_per_s: float | None = None
     started: float | None = None  # driver clock: Tune started (or restored) the trial
     first_report: float | None = None  # driver clock: first epoch report arrived
@@ -38,22 +45,39 @@ class TrialState:
     trial_clock: dict[str, float] = field(default_factory=dict)  # t_trial_start / t_fit_start (trial's clock)
 
 
-class SweepProgress(Callback):
-    """Tune callback rendering a live trial table on ``console`` (no table when ``console`` is None)."""
+def _rate(v: float | None) -> str:
+    return fmt_value(v, 0 if v is not None and abs(v) >= 100 else 1)
 
-    def __init__(self, plans: list[TrialPlan], console: Console | None = None, title: str = "sweep"):
+
+class SweepProgress(Callback):
+    """Tune callback showing the trials on ``console``: a live table, or with ``plain`` one line per trial event
+    (start, epoch, end, error), flushed at once. Nothing is shown when ``console`` is None.
+
+    ``plain`` defaults to ``not console.is_terminal``: the CLI decides once (``orchestrator.cli.common.
+    interactive``, ``ORCH_PLAIN=1``) and hands in a console made accordingly."""
+
+    def __init__(self, plans: list[TrialPlan], console: Console | None = None, title: str = "sweep",
+                 plain: bool | None = None):
         self.states = {p.trial_id: TrialState(p.trial_id, p.config.epochs) for p in plans}
         self.console = console
         self.title = title
+        self.plain = console is not None and (not console.is_terminal if plain is None else plain)
         self._live: Live | None = None
         self._t0 = time.time()
 
     # Tune pickles its run config (callbacks included) into the experiment directory: keep only plain state.
     def __getstate__(self) -> dict[str, Any]:
-        return {"states": {}, "console": None, "title": self.title, "_live": None, "_t0": 0.0}
+        return {"states": {}, "console": None, "title": self.title, "plain": False, "_live": None, "_t0": 0.0}
+
+    def _say(self, line: str) -> None:
+        """One plain line (plain mode only); rich's print flushes the stream after each line."""
+        if self.plain:
+            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
     def start(self) -> None:
-        if self.console is not None and self._live is None:
+        if self.plain:
+            self._say(f"{self.title}: {len(self.states)} trials")
+        elif self.console is not None and self._live is None:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.start()
 
@@ -74,13 +98,23 @@ class SweepProgress(Callback):
             self._live.update(self.render())
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._started(trial, "started")
+
+    def on_trial_restore(self, iteration, trials, trial, **info) -> None:
+        self._started(trial, "restored from its checkpoint")
+
+    def _started(self, trial, how: str) -> None:
         s = self._state(trial)
         if s is not None:
             s.status, s.started = "running", time.time()
-            log.info("trial %s started", s.trial_id)
+            log.info("trial %s %s", s.trial_id, how)
+            self._say(f"trial {s.trial_id}: {how}")
         self._refresh()
 
-    on_trial_restore = on_trial_start
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        s = self._state(trial)
+        if s is not None:
+            self._say(f"trial {s.trial_id}: failed, retrying (see {getattr(trial, 'path', 'its trial directory')})")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         s = self._state(trial)
@@ -91,9 +125,12 @@ class SweepProgress(Callback):
             s.trial_clock = {k: float(result[k]) for k in ("t_trial_start", "t_fit_start") if k in result}
         if result.get("final"):
             s.status = str(result.get("status", "finished"))
-            s.epoch = int(result.get("epochs_completed", s.epoch))
+            # A trial that diverged in epoch 3 completed 2: keep the epoch it reached.
+            s.epoch = max(s.epoch, int(result.get("epochs_completed", s.epoch)))
             if result.get("val_dice_volume_mean") is not None:
                 s.best_dice = float(result["val_dice_volume_mean"])
+            if result.get("test_dice_volume_mean") is not None:
+                s.test_dice = float(result["test_dice_volume_mean"])
         else:
             s.epoch = int(result.get("epoch", s.epoch))
             s.status = "diverged" if result.get("status") == "diverged" else "running"
@@ -102,6 +139,11 @@ class SweepProgress(Callback):
                 s.best_dice = float(dice)
             if result.get("img_per_s") is not None:
                 s.img_per_s = float(result["img_per_s"])
+            if s.status == "diverged":
+                self._say(f"trial {s.trial_id}: epoch {s.epoch}/{s.epochs} diverged (loss not finite)")
+            else:
+                self._say(f"trial {s.trial_id}: epoch {s.epoch}/{s.epochs} val dice_volume_mean "
+                          f"{fmt_value(dice)} ({_rate(result.get('img_per_s'))} img/s)")
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -110,13 +152,21 @@ class SweepProgress(Callback):
             s.ended = time.time()
             if s.status in ("running", "pending"):
                 s.status = "finished"
+            if s.status == "diverged":
+                self._say(f"trial {s.trial_id}: diverged in epoch {s.epoch}/{s.epochs}")
+            elif s.test_dice is not None:
+                self._say(f"trial {s.trial_id}: {s.status}, test dice_volume_mean {fmt_value(s.test_dice)}")
+            else:
+                self._say(f"trial {s.trial_id}: {s.status}")
         self._refresh()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         s = self._state(trial)
         if s is not None:
             s.status, s.ended = "error", time.time()
-            log.warning("trial %s failed: see %s", s.trial_id, getattr(trial, "path", "its trial directory"))
+            where = getattr(trial, "path", "its trial directory")
+            log.warning("trial %s failed: see %s", s.trial_id, where)
+            self._say(f"trial {s.trial_id}: error, see {where}")
         self._refresh()
 
     def render(self) -> Table:
@@ -134,8 +184,8 @@ class SweepProgress(Callback):
                 s.trial_id,
                 f"[{_STYLE.get(s.status, '')}]{s.status}[/]",
                 f"{s.epoch}/{s.epochs}",
-                f"{s.best_dice:.3f}" if s.best_dice is not None else "-",
-                f"{s.img_per_s:.1f}" if s.img_per_s is not None else "-",
+                fmt_value(s.best_dice),
+                fmt_value(s.img_per_s, 1),
                 f"{t:.0f}s" if t is not None else "-",
             )
         return table

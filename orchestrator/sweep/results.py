@@ -36,7 +36,8 @@ def _metric_key(prefix: str, name: str) -> str:
     return f"{prefix}_{name}"
 
 
-CONFIG_COLUMNS = ("trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size")
+# ``fold``: the cross-validation fold of the trial (``orch sweep --folds K``), empty otherwise.
+CONFIG_COLUMNS = ("trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size", "fold")
 COLUMNS = (*CONFIG_COLUMNS, "status", "epochs_completed", "best_epoch",
            *(_metric_key("val", m) for m in METRICS), *(_metric_key("test", m) for m in METRICS), "train_loss",
            "it_per_s", "img_per_s", "gpus", "workers", "run_dir", "error")
@@ -91,7 +92,8 @@ def collect_rows(result_grid, plans: list[TrialPlan]) -> pd.DataFrame:
         res = by_id.get(plan.trial_id)
         base = {"trial_id": plan.trial_id, "encoder": plan.config.encoder, "optimizer": plan.config.optimizer,
                 "lr": plan.config.lr, "loss": plan.config.loss, "epochs": plan.config.epochs,
-                "batch_size": plan.config.batch_size, "gpus": plan.gpus, "workers": plan.workers}
+                "batch_size": plan.config.batch_size, "fold": plan.config.fold, "gpus": plan.gpus,
+                "workers": plan.workers}
         if res is None:
             rows.append({**base, "status": "pending"})
             continue

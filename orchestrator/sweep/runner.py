@@ -5,9 +5,15 @@ Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://buck
     tuner.pkl, experiment_state-*.json   Tune's experiment state (what ``Tuner.restore`` reads)
     orch-sweep.json                      the planned trials (configs + resources); a rerun must match it
     <trial_id>/checkpoint_NNNNNN/        the trial's latest checkpoint = its run directory (last.pt, best.pt,
-                                         result.json, history.csv, per_patient_dice.csv, plots)
+                                         result.json, history.csv, per_patient_dice.csv, plots); a finished
+                                         trial's holds no last.pt, and no best.pt outside the top
+                                         ``keep_checkpoints`` (MLflow refers to the kept best.pt, never copies it
+                                         unless ``TrackingConfig.log_checkpoints="copy"``)
     ray-train/<trial_id>/                Ray Train runs of trials with --gpus-per-trial > 1
-    results.csv                          one row per configuration (see ``results.COLUMNS``)
+    results.csv                          one row per trial (see ``results.COLUMNS``): a configuration, or with
+                                         --folds K one fold of one (``fold`` column)
+    cv/<config id>/, cv_results.csv      with --folds K: each configuration's K folds gathered, every patient
+                                         tested once (``orchestrator.sweep.cv``)
     tables: report tables (CSV + Markdown, ``orchestrator.report.write_tables``)
 
 Running the same command again restores the sweep: finished trials are kept, unfinished ones continue from
@@ -27,8 +33,9 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
-from orchestrator.grids import load_grid
+from orchestrator.grids import load_grid, with_folds
 from orchestrator.sweep import storage as st
+from orchestrator.sweep.cv import check_folds, write_sweep_cv
 from orchestrator.sweep.plan import TrialPlan, default_max_concurrent, plan_sweep
 from orchestrator.sweep.results import collect_rows, status_counts, write_results
 
@@ -50,6 +57,7 @@ class SweepOutcome:
     restored: bool
     tables: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)  # trial id -> progress.TrialState (benchmarks)
+    checkpoints: dict[str, str] = field(default_factory=dict)  # trial id -> its kept best.pt (path or URI)
 
     @property
     def results_csv(self) -> Path:
@@ -57,6 +65,8 @@ class SweepOutcome:
 
     def summary(self) -> str:
         """One line: counts, time, best configuration by test ``dice_volume_mean``."""
+        from orchestrator.fmt import fmt_value
+
         counts = ", ".join(f"{n} {k}" for k, n in self.counts.items()) or "no trials"
         m, s = divmod(int(round(self.elapsed_s)), 60)
         resumed = " (resumed)" if self.restored else ""
@@ -64,7 +74,8 @@ class SweepOutcome:
         scored = self.results.dropna(subset=["test_dice_volume_mean"]) if len(self.results) else self.results
         if len(scored):
             best = scored.loc[pd.to_numeric(scored["test_dice_volume_mean"]).idxmax()]
-            line += f"; best {best['trial_id']}: test dice_volume_mean {float(best['test_dice_volume_mean']):.3f}"
+            dice = fmt_value(float(best["test_dice_volume_mean"]))
+            line += f"; best {best['trial_id']}: test dice_volume_mean {dice}"
         return f"{line}; results: {self.results_csv}"
 
 
@@ -87,6 +98,7 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
     name = cfg.sweep_name
     entries = load_grid(cfg.grid, cfg.overrides)  # validates the grid before anything starts
     data = st.check_data(cfg.data)
+    patients = check_folds(data, cfg.folds) if cfg.folds else None  # what K folds must cover, each patient once
     storage = st.resolve_storage(cfg.storage, workdir)
     exp_path = st.join(storage, name)
     results_dir = Path(exp_path) if not st.is_uri(exp_path) else workdir / "sweeps" / name
@@ -151,22 +163,57 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
             grid = tuner.fit()
         finally:
             progress.stop()
-        order = {e.trial_id: i for i, e in enumerate(entries)}  # results.csv in the grid's row order
+        # results.csv in the grid's row order (with --folds, a row's folds together)
+        order = {e.trial_id: i for i, e in enumerate(with_folds(entries, cfg.folds))}
         df = collect_rows(grid, sorted(plans, key=lambda p: order[p.trial_id]))
     finally:
         if own_ray:
             ray.shutdown()
+    if st.is_uri(storage):  # Tune's paths lack the scheme: results.csv says s3://bucket/..., not bucket/...
+        df["run_dir"] = [st.location(d, storage) if isinstance(d, str) else d for d in df["run_dir"]]
+    kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints)
     write_results(df, results_dir)
     tables = _write_tables(df, results_dir)
+    if cfg.folds:  # before finish: the parent run logs cv_results.csv and cv/*/
+        write_sweep_cv(df, results_dir, cfg.folds, patients)
     if sweep_tracker is not None:
-        sweep_tracker.finish(results_dir)
+        # Models need a kept checkpoint: never more of them than checkpoints kept.
+        top_k = min(tracking.log_models_top_k, cfg.keep_checkpoints or tracking.log_models_top_k)
+        sweep_tracker.finish(results_dir, top_k=top_k, log_checkpoints=tracking.log_checkpoints,
+                             checkpoints=kept, pruned=pruned)
     if st.is_uri(exp_path):
         st.upload(results_dir, exp_path)
     outcome = SweepOutcome(name=name, sweep_dir=exp_path, results_dir=results_dir, results=df,
                            counts=status_counts(df), elapsed_s=time.time() - t0, restored=restorable, tables=tables,
-                           timings=dict(progress.states))
+                           timings=dict(progress.states), checkpoints=kept)
     log.info(outcome.summary())
     return outcome
+
+
+def _keep_checkpoints(df: pd.DataFrame, keep: int | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Delete best.pt of the finished (or diverged) trials outside the top ``keep`` by test dice_volume_mean
+    (None: keep all); everything else of their run directories stays. Returns (trial id -> kept best.pt,
+    trial id -> why it has none). Unfinished trials are never touched: their checkpoint is how they resume."""
+    from orchestrator.tracking.models import top_trials
+
+    ranked = list(top_trials(df, len(df))["trial_id"])  # best first
+    top = set(ranked[:keep]) if keep is not None else None
+    why = f"not kept: outside the top {keep} by test dice_volume_mean (keep_checkpoints={keep})"
+    kept, pruned, freed = {}, {}, 0
+    for tid, status, run_dir in zip(df["trial_id"], df["status"], df["run_dir"]):
+        if status not in ("finished", "diverged") or not isinstance(run_dir, str) or not run_dir:
+            continue
+        best = st.join(run_dir, "best.pt")
+        if top is not None and tid not in top:
+            freed += st.delete_file(best)
+            pruned[tid] = why
+        elif st.file_size(best) is not None:
+            kept[tid] = best
+    if top is not None:
+        log.info("kept the checkpoints of %d trials (top %d by test dice_volume_mean); deleted %d bytes of the "
+                 "others'", len(kept), keep, freed)
+    order = {t: i for i, t in enumerate(ranked)}  # kept: best first, then unranked ones in grid order
+    return dict(sorted(kept.items(), key=lambda kv: order.get(kv[0], len(order)))), pruned
 
 
 def _open_tracking(tracking: TrackingConfig | None, name: str, cfg: SweepConfig, plans: list[TrialPlan],

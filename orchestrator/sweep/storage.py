@@ -34,6 +34,31 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), path
 
 
+def location(path: str, storage: str) -> str:
+    """A path that Tune reported inside ``storage``, as a user can pass it on: local paths as they are; under a URI
+    storage the scheme that Tune's paths lack is put back (``bucket/sweeps/x`` -> ``s3://bucket/sweeps/x``)."""
+    if not is_uri(storage) or is_uri(path):
+        return path
+    return f"{storage.split('://', 1)[0]}://{path}"
+
+
+def file_size(path: str) -> int | None:
+    """Bytes of the file at ``path`` (local path or URI), None when there is none."""
+    fs, p = _fs(path)
+    info = fs.get_file_info(p)
+    return info.size if info.type == pafs.FileType.File else None
+
+
+def delete_file(path: str) -> int:
+    """Delete the file at ``path`` (local path or URI) if it exists; returns the bytes freed."""
+    size = file_size(path)
+    if size is None:
+        return 0
+    fs, p = _fs(path)
+    fs.delete_file(p)
+    return size
+
+
 def check_data(data: str) -> str:
     """The prepared-data location every trial opens; a local one must hold a manifest (clear error if not)."""
     if not data:

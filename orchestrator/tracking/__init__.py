@@ -3,7 +3,9 @@
 Layout (DESIGN.md): one experiment per sweep name; one parent run per sweep (``SweepTracker``, driver only, found
 again by its ``orch.sweep`` tag on resume); one child run per trial (``TrialTracker``, in the trial process,
 found again by ``orch.trial_id`` + ``mlflow.parentRunId``), per-epoch metrics at ``step=epoch``, final
-``test_<metric>`` metrics, artefacts from the run directory, the top-k trials as MLflow models.
+``test_<metric>`` metrics, the run directory's small artefacts (plots, tables), the top-k trials as MLflow models.
+Checkpoints are recorded once the sweep ends: by reference (tag ``orch.checkpoint``: the sweep storage's best.pt;
+the models are weight-free pyfuncs that load it) or, with ``TrackingConfig(log_checkpoints="copy")``, as copies.
 
 Outages of an ``http://`` tracking server never reach training: records wait in a per-trial JSONL buffer and
 are sent when the server answers again, or by ``orch report SWEEP --sync``.

@@ -7,7 +7,11 @@ Tag vocabulary (what the UI and ``orch report`` search by)::
     orch.role      "sweep" | "trial"    parent or child
     orch.trial_id  trial id             child runs only; with mlflow.parentRunId it identifies the child
     orch.status    finished | diverged | failed
-    orch.run_dir   the trial's run directory (checkpoints, plots) on the machine that trained it
+    orch.run_dir   the trial's run directory: where it trained, then (once the sweep ends) its directory in the
+                   sweep storage (best.pt if kept, plots, result.json)
+    orch.checkpoint           where the trial's best.pt is (a path or URI in the sweep storage): MLflow's
+                              reference to the one copy of the weights; absent once pruned
+    orch.checkpoint_pruned    why a finished trial has no checkpoint (outside the sweep's --keep-checkpoints)
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ TAG_ROLE = "orch.role"
 TAG_TRIAL = "orch.trial_id"
 TAG_STATUS = "orch.status"
 TAG_RUN_DIR = "orch.run_dir"
+TAG_CHECKPOINT = "orch.checkpoint"
+TAG_CHECKPOINT_PRUNED = "orch.checkpoint_pruned"
 TAG_VERSION = "orch.version"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
@@ -112,6 +118,15 @@ def find_runs(c: MlflowClient, experiment_id: str, **tags: str) -> list:
     flt = " AND ".join(f"tags.`{k}` = {quote(v)}" for k, v in tags.items())
     runs = c.search_runs([experiment_id], filter_string=flt, max_results=1000, order_by=["attributes.start_time ASC"])
     return list(runs)
+
+
+def children_by_trial(c: MlflowClient, experiment_id: str, parent_run_id: str) -> dict:
+    """The child runs of a sweep's parent by trial id (one search); the oldest one where a trial has several, as
+    ``TrialTracker`` reattaches to it."""
+    out: dict = {}
+    for run in find_runs(c, experiment_id, **{TAG_PARENT: parent_run_id}):
+        out.setdefault(run.data.tags.get(TAG_TRIAL), run)
+    return out
 
 
 def find_experiment(c: MlflowClient, name: str):

@@ -19,8 +19,10 @@ from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
 
-# Files of the sweep directory logged on the parent run under report/ (written by orchestrator.report).
-SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png")
+# Files of the sweep directory logged on the parent run under report/, at their relative paths (written by
+# orchestrator.report; the cv files by orchestrator.sweep.cv for `orch sweep --folds K`).
+SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png", "cv_results.csv", "cv/*/cv_per_patient.csv",
+                        "cv/*/cv_summary.json", "cv/*/cv_dice.png")
 SWEEP_PENDING = "sweep-pending.json"  # in the buffer dir: a parent run whose finish waits for the store
 
 
@@ -128,9 +130,17 @@ class SweepTracker:
                             sweep_name=self.sweep_name)
 
     def finish(self, results_dir: str | os.PathLike, top_k: int = 3, status: str = "FINISHED",
-               buffer_dir: str | os.PathLike | None = None) -> bool:
-        """Log the sweep's tables and plots (writing the plots if ``results.csv`` has none yet), log the top
-        ``top_k`` trials by test ``dice_volume_mean`` as MLflow models, and end the parent run.
+               buffer_dir: str | os.PathLike | None = None, log_checkpoints: str = "reference",
+               checkpoints: dict[str, str] | None = None, pruned: dict[str, str] | None = None) -> bool:
+        """Log the sweep's tables and plots (writing the plots if ``results.csv`` has none yet), record where each
+        finished trial's checkpoint is, log the top ``top_k`` trials by test ``dice_volume_mean`` as MLflow
+        models, and end the parent run.
+
+        Checkpoints: ``checkpoints`` maps trial id -> its kept best.pt (path or URI in the sweep storage; default:
+        best.pt in the ``run_dir`` of results.csv, where that file exists); ``pruned`` maps trial id -> why it kept
+        none. Each run gets the tag ``orch.checkpoint`` (or ``orch.checkpoint_pruned``) and ``orch.run_dir`` (its
+        directory in the storage); ``log_checkpoints="copy"`` also uploads the kept files as artefacts and logs
+        self-contained models (see ``TrackingConfig.log_checkpoints``).
 
         Never raises: when the store does not answer it returns False, and the pending finish is recorded in
         ``buffer_dir`` (default ``<results_dir>/mlflow-buffer``) for ``orch report SWEEP --sync``."""
@@ -141,16 +151,20 @@ class SweepTracker:
             _ensure_report(results_dir)
             files = sorted({p for g in SWEEP_ARTIFACT_GLOBS for p in results_dir.glob(g) if p.is_file()})
             for p in files:
-                c.log_artifact(self.parent_run_id, str(p), "report")
+                where = Path("report") / p.parent.relative_to(results_dir)  # report/, report/cv/<config id>
+                c.log_artifact(self.parent_run_id, str(p), where.as_posix())
             if (results_dir / "results.csv").is_file():
                 self._mark_failed(c, results_dir / "results.csv")
+                kept = self._record_checkpoints(c, results_dir / "results.csv", log_checkpoints, checkpoints,
+                                                pruned or {})
                 if top_k > 0:
-                    self._log_models(results_dir / "results.csv", top_k)
+                    self._log_models(results_dir / "results.csv", top_k, log_checkpoints, kept)
             c.log_batch(self.parent_run_id, tags=[RunTag(store.TAG_STATUS, status.lower())])
             c.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
         except Exception as e:  # noqa: BLE001 - the sweep itself is done; say what is missing
             pending.parent.mkdir(parents=True, exist_ok=True)
-            record = {**asdict(self), "results_dir": str(results_dir.resolve()), "top_k": top_k, "status": status}
+            record = {**asdict(self), "results_dir": str(results_dir.resolve()), "top_k": top_k, "status": status,
+                      "log_checkpoints": log_checkpoints, "checkpoints": checkpoints, "pruned": pruned}
             tmp = pending.with_name(pending.name + ".tmp")
             tmp.write_text(json.dumps(record, indent=1))
             os.replace(tmp, pending)
@@ -168,7 +182,8 @@ class SweepTracker:
         st = cls(uri=tracking_uri or rec["uri"], experiment_id=rec["experiment_id"],
                  parent_run_id=rec["parent_run_id"], sweep_name=rec["sweep_name"])
         return st.finish(rec["results_dir"], top_k=rec["top_k"], status=rec["status"],
-                         buffer_dir=Path(pending).parent)
+                         buffer_dir=Path(pending).parent, log_checkpoints=rec.get("log_checkpoints", "reference"),
+                         checkpoints=rec.get("checkpoints"), pruned=rec.get("pruned"))
 
     def _mark_failed(self, c, results_csv: Path) -> None:
         """Child runs of trials that ended in error (retries exhausted) are FAILED, with the error as a tag: the
@@ -188,16 +203,60 @@ class SweepTracker:
                 c.log_batch(run.info.run_id, tags=[RunTag(store.TAG_STATUS, "failed"), RunTag("orch.error", error)])
                 c.set_terminated(run.info.run_id, "FAILED")
 
-    def _log_models(self, results_csv: Path, top_k: int) -> None:
+    def _record_checkpoints(self, c, results_csv: Path, mode: str, checkpoints: dict[str, str] | None,
+                            pruned: dict[str, str]) -> dict[str, str]:
+        """Tag every finished (or diverged) trial's run with where its checkpoint is, or why it has none; with
+        ``mode="copy"`` upload the kept ones too. Returns trial id -> kept location. Idempotent."""
+        import pandas as pd
+
+        results = pd.read_csv(results_csv)
+        if "trial_id" not in results.columns or "status" not in results.columns:
+            return {}
+        children = store.children_by_trial(c, self.experiment_id, self.parent_run_id)
+        kept: dict[str, str] = {}
+        for _, row in results[results["status"].isin(("finished", "diverged"))].iterrows():
+            tid, run = str(row["trial_id"]), children.get(str(row["trial_id"]))
+            if run is None:
+                continue
+            run_dir = row.get("run_dir") if isinstance(row.get("run_dir"), str) else None
+            if checkpoints is not None:
+                loc = checkpoints.get(tid)
+            else:  # a caller without the sweep's own list: what exists in the run directory of results.csv
+                loc = str(Path(run_dir) / "best.pt") if run_dir and (Path(run_dir) / "best.pt").is_file() else None
+            tags = [RunTag(store.TAG_RUN_DIR, run_dir)] if run_dir else []
+            if loc:
+                kept[tid] = loc
+                tags.append(RunTag(store.TAG_CHECKPOINT, loc))
+                if mode == "copy":
+                    _upload_checkpoint(c, run.info.run_id, loc)
+            else:
+                if store.TAG_CHECKPOINT in run.data.tags:  # a rerun with a smaller --keep-checkpoints
+                    c.delete_tag(run.info.run_id, store.TAG_CHECKPOINT)
+                if tid in pruned:
+                    tags.append(RunTag(store.TAG_CHECKPOINT_PRUNED, pruned[tid]))
+            if tags:
+                c.log_batch(run.info.run_id, tags=tags)
+        return kept
+
+    def _log_models(self, results_csv: Path, top_k: int, mode: str, kept: dict[str, str]) -> None:
         from orchestrator.tracking.models import log_top_models
 
         try:
-            log_top_models(self, results_csv, top_k)
+            log_top_models(self, results_csv, top_k, mode=mode, locations=kept)
         except Exception as e:
             if store.is_outage(e):
                 raise
             # A model that cannot be rebuilt or serialised costs the model, not the sweep's record.
             log.warning("sweep %s: the top-%d models were not logged: %s", self.sweep_name, top_k, e)
+
+
+def _upload_checkpoint(c, run_id: str, location: str) -> None:
+    """Copy a kept checkpoint into the run's artefacts (``checkpoints/best.pt``) unless it is there already."""
+    from orchestrator.tracking.reference import fetch_checkpoint
+
+    if any(a.path == "checkpoints/best.pt" for a in c.list_artifacts(run_id, "checkpoints")):
+        return
+    c.log_artifact(run_id, str(fetch_checkpoint(location)), "checkpoints")
 
 
 def _ensure_report(results_dir: Path) -> None:

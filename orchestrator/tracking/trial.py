@@ -23,9 +23,10 @@ from orchestrator.tracking.buffer import TrialBuffer, default_buffer_dir
 
 log = logging.getLogger(__name__)
 
-# Files of a finished trial's run_dir logged as artefacts: (file name, artefact sub-directory or None).
+# Files of a finished trial's run_dir logged as artefacts: (file name, artefact sub-directory or None). Small files
+# only: the checkpoint (best.pt, up to 270 MB) is recorded once the sweep ends (``SweepTracker.finish``), when the
+# top-k is known and its location in the sweep storage too: by reference (the default) or as a copy.
 RUN_DIR_ARTIFACTS = (
-    ("best.pt", "checkpoints"),
     ("learning_curve.png", None),
     ("overlay.png", None),
     ("per_patient_dice.csv", None),
@@ -104,8 +105,9 @@ class TrialTracker:
         self._submit(rec)
 
     def finish(self, result: Any) -> bool:
-        """Log the test metrics, the run_dir artefacts and the final status of a ``TrainResult`` (or its dict).
-        Returns True when everything reached the store, False when records wait in the buffer."""
+        """Log the test metrics, the run_dir's small artefacts (plots, tables, result.json: not the checkpoint)
+        and the final status of a ``TrainResult`` (or its dict). Returns True when everything reached the store,
+        False when records wait in the buffer."""
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
         data["run_dir"] = str(data.get("run_dir", ""))
         self._submit({"op": "finish", "result": data}, force=True)
@@ -275,6 +277,11 @@ class TrialTracker:
         if missing:
             log.warning("trial %s: %s not in %s; not logged", self.trial_id, ", ".join(missing), run_dir)
         status = str(res.get("status", "finished"))
-        self._client.log_batch(self.run_id, tags=[RunTag(store.TAG_STATUS, status),
-                                                  RunTag(store.TAG_RUN_DIR, str(run_dir.resolve()))])
+        tags = [RunTag(store.TAG_STATUS, status)]
+        held = self._client.get_run(self.run_id).data.tags
+        # Where it trained, unless the sweep's finish already recorded the storage copy (a finish replayed late by
+        # `orch report --sync` must not point the run back at a scratch directory that no longer exists).
+        if store.TAG_CHECKPOINT not in held and store.TAG_CHECKPOINT_PRUNED not in held:
+            tags.append(RunTag(store.TAG_RUN_DIR, str(run_dir.resolve())))
+        self._client.log_batch(self.run_id, tags=tags)
         self._client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MAX_ROTATION_DEG = 15.0  # small rotations ...
 MAX_SCALE = 0.10  # ... and scaling (+-10 %), plus left-right flips: brains are roughly symmetric
+MAX_GAIN = 0.10  # intensity: per-channel brightness +-10 % (the three MR sequences vary independently) ...
+MAX_GAMMA = 1.25  # ... and one gamma in [1/1.25, 1.25] per slice (contrast between scanners and sites)
 _RESIZE_CHUNK = 256  # slices resized at a time (bounds the float32 working memory)
 
 
@@ -44,14 +46,22 @@ class DeviceSplit:
         return int(self.masks.shape[1] * self.masks.shape[2])
 
 
-def open_data(data: Any) -> Any:
-    """A ``PreparedData`` for a path, or the PreparedData-like object itself (has ``load`` and ``patients``)."""
+def open_data(data: Any, cfg: Any = None) -> Any:
+    """A ``PreparedData`` for a path, or the PreparedData-like object itself (has ``load`` and ``patients``);
+    with a ``cfg`` (TrainConfig) that names a cross-validation fold, that fold's view of it."""
     if isinstance(data, (str, Path)):
         from data_prep import PreparedData
 
-        return PreparedData(data)
+        data = PreparedData(data)
     if not (hasattr(data, "load") and hasattr(data, "patients")):
         raise TypeError(f"data must be a prepared-data directory or a PreparedData, got {type(data).__name__}")
+    if cfg is not None and cfg.folds:
+        if cfg.fold is None:
+            raise ValueError(f"folds={cfg.folds} without fold: train one fold at a time "
+                             "(orchestrator.training.cv.run_cv runs them all)")
+        from data_prep.folds import FoldData
+
+        data = FoldData(data, cfg.folds, cfg.fold)
     return data
 
 
@@ -102,10 +112,12 @@ class BatchMaker:
     """Gathers a batch from a DeviceSplit by a device index tensor and turns it into model input.
 
     ``__call__(idx (B,) int64, augment)`` -> (x (B, 3, S, S) float32 channels-last, normalised;
-    y (B, 1, S, S) float32 in {0, 1}). Everything runs on the split's device, so it can sit inside a CUDA graph."""
+    y (B, 1, S, S) float32 in {0, 1}). With ``augment`` the enabled augmentations run: ``geometric``
+    (flip, rotation, scale) and ``intensity`` (gain, gamma). Everything runs on the split's device, so it can sit
+    inside a CUDA graph."""
 
-    def __init__(self, split: DeviceSplit):
-        self.split = split
+    def __init__(self, split: DeviceSplit, geometric: bool = True, intensity: bool = False):
+        self.split, self.geometric, self.intensity = split, geometric, intensity
         dev = split.images.device
         std = torch.tensor(NORMALIZE_STD, device=dev).view(1, 3, 1, 1)
         mean = torch.tensor(NORMALIZE_MEAN, device=dev).view(1, 3, 1, 1)
@@ -116,10 +128,36 @@ class BatchMaker:
     def __call__(self, idx: torch.Tensor, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.split.images[idx].permute(0, 3, 1, 2).float()  # (B, 3, S, S), channels-last memory
         y = self.split.masks[idx].unsqueeze(1).float()  # (B, 1, S, S)
-        if augment:
+        if augment and self.geometric:
             x, y = random_affine(x, y)
+        if augment and self.intensity:
+            x = random_intensity(x)
         x = torch.addcmul(self.shift, x, self.scale)
         return x.contiguous(memory_format=torch.channels_last), y
+
+
+class EpochSampler:
+    """The order in which an epoch visits the training slices: a seeded permutation (``uniform``), or, with
+    ``tumour``, ``len(split)`` draws with replacement of which ``tumour_fraction`` hold tumour on average (Buda et
+    al. oversample tumour slices; on LGG 35 % of the slices and 1 % of the pixels are tumour). Depends only on
+    (seed, epoch): identical on every DDP rank and after a resume. ``order(epoch)`` is a CPU int64 tensor."""
+
+    def __init__(self, split: DeviceSplit, sampling: str = "uniform", tumour_fraction: float = 0.5, seed: int = 0):
+        self.n, self.seed = len(split), seed
+        self.weights: torch.Tensor | None = None
+        if sampling == "tumour":
+            pos = (split.masks.flatten(1).amax(1) > 0).cpu()  # one host transfer, at start
+            n_pos = int(pos.sum())
+            if 0 < n_pos < self.n:
+                self.weights = torch.where(pos, tumour_fraction / n_pos, (1 - tumour_fraction) / (self.n - n_pos))
+            else:
+                log.warning("sampling=tumour: %d of %d training slices hold tumour; sampling uniformly", n_pos, self.n)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.weights is None:
+            return torch.randperm(self.n, generator=g)
+        return torch.multinomial(self.weights.double(), self.n, replacement=True, generator=g)
 
 
 def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -147,3 +185,13 @@ def random_affine(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     z = F.grid_sample(torch.cat([x, y], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return z[:, :3], (z[:, 3:] >= 0.5).float()
+
+
+def random_intensity(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample gamma and per-channel gain of images (B, 3, S, S) in [0, 255]; device RNG, capturable."""
+    b = x.shape[0]
+    u = torch.rand(b, 4, device=x.device)
+    gamma = torch.exp((u[:, 3] * 2 - 1) * math.log(MAX_GAMMA)).view(b, 1, 1, 1)
+    gain = (1.0 + (u[:, :3] * 2 - 1) * MAX_GAIN).view(b, 3, 1, 1)
+    x = (x * (1.0 / 255.0)).clamp(0.0, 1.0).pow(gamma)
+    return (x * (255.0 * gain)).clamp(0.0, 255.0)

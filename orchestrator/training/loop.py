@@ -9,6 +9,7 @@ metrics are all-reduced, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -24,9 +25,10 @@ from models import create_model
 from orchestrator import plots
 from orchestrator.config import TrainConfig
 from orchestrator.training.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from orchestrator.training.data import BatchMaker, DeviceSplit, load_split, open_data
+from orchestrator.training.data import BatchMaker, DeviceSplit, EpochSampler, load_split, open_data
 from orchestrator.training.evaluation import evaluate_split, predict_masks
 from orchestrator.training.results import EpochReport, TrainResult, read_result, write_result
+from orchestrator.training.schedule import LRSchedule
 from orchestrator.training.step import TrainStep, make_loss, make_optimizer, resolve_amp
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
         stored = _from_rank0(read_result(run_dir).to_dict() if rank == 0 else None)
         return TrainResult.from_dict({**stored, "run_dir": str(run_dir)})
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = open_data(data)
+    data = open_data(data, cfg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -106,10 +108,14 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    batch_fn = BatchMaker(train)
+    batch_fn = BatchMaker(train, geometric=cfg.augment, intensity=cfg.intensity_aug)
     mode = cfg.cuda_graph if world == 1 else "eager"  # DDP all-reduces are not captured here
-    step = TrainStep(train_model, optimizer, loss_fn, lambda i, augment: batch_fn(i, augment and cfg.augment),
-                     device, amp_dtype, scaler, mode=mode)
+    step = TrainStep(train_model, optimizer, loss_fn, batch_fn, device, amp_dtype, scaler, mode=mode)
+    sampler = EpochSampler(train, cfg.sampling, cfg.tumour_fraction, cfg.seed)
+    steps_per_epoch = len(_batches_for_rank(len(train) // bsz, rank, world, cfg.max_steps))
+    schedule = LRSchedule(optimizer, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.epochs, steps_per_epoch)
+    evaluate = functools.partial(evaluate_split, loss_fn=loss_fn, amp_dtype=amp_dtype, batch_size=cfg.eval_batch_size,
+                                 rank=rank, world=world, tta=cfg.tta, min_component=cfg.min_component)
 
     status = "finished"
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -117,10 +123,10 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
         model.train()
         step.reset()
         # The order of batches depends only on (seed, epoch): identical on every rank and after a resume.
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        perm = perm.to(device)
+        perm = sampler.order(epoch).to(device)
         mine = _batches_for_rank(len(train) // bsz, rank, world, cfg.max_steps)
-        for b in mine:
+        for i, b in enumerate(mine):
+            schedule((epoch - 1) * steps_per_epoch + i)
             step(perm[b * bsz : (b + 1) * bsz])
         totals = torch.stack([step.loss_sum.double(), torch.tensor(float(len(mine)), device=device).double()])
         if world > 1:
@@ -128,10 +134,10 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
         loss = float((totals[0] / totals[1]).item())  # the training phase's one host sync
         train_s = time.perf_counter() - t0
         metrics: dict[str, float] = {"loss": loss, "it_per_s": len(mine) / train_s,
-                                     "img_per_s": len(mine) * world * bsz / train_s}
+                                     "img_per_s": len(mine) * world * bsz / train_s, "learning_rate": schedule.last_lr}
         is_best = False
         if math.isfinite(loss):
-            val_metrics, val_pp = evaluate_split(model, val, loss_fn, amp_dtype, cfg.eval_batch_size, rank, world)
+            val_metrics, val_pp = evaluate(model, val)
             metrics.update(val_metrics)
         if not (math.isfinite(loss) and math.isfinite(metrics["val_loss"])):
             status = "diverged"
@@ -155,7 +161,7 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
         if on_epoch:
             on_epoch(EpochReport(epoch, metrics, is_best, run_dir, "running", rank))
 
-    result = _finish(cfg, data, run_dir, model, device, amp_dtype, loss_fn, val, history, best, status, rank, world)
+    result = _finish(cfg, data, run_dir, model, device, amp_dtype, evaluate, val, history, best, status, rank)
     result.extra.update(device=str(device), amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
                         cuda_graph=step.mode, step_timings_ms=step.timings, world_size=world,
                         train_slices=len(train), val_slices=len(val))
@@ -210,20 +216,21 @@ def _resume(last: dict, b: dict | None, model, optimizer, scaler, best: dict, ra
     return int(last["epoch"]), list(last["history"])
 
 
-def _finish(cfg, data, run_dir, model, device, amp_dtype, loss_fn, val: DeviceSplit, history, best, status,
-            rank, world) -> TrainResult:
+def _finish(cfg, data, run_dir, model, device, amp_dtype, evaluate, val: DeviceSplit, history, best, status,
+            rank) -> TrainResult:
     """Test metrics with the best checkpoint, per-patient table, plots."""
     test: dict[str, float] = {}
     per_patient: list[dict[str, Any]] = [{"split": "val", **r} for r in best["pp"]]
     if best["state"] is not None:
         model.load_state_dict(best["state"])
         if len(data.patients("test")):
-            test_split = load_split(data, "test", device, cfg.image_size, cfg.max_eval_slices)
-            test, test_pp = evaluate_split(model, test_split, loss_fn, amp_dtype, cfg.eval_batch_size, rank, world)
+            # A cross-validation fold scores every test patient: the folds together must cover the data set.
+            test_split = load_split(data, "test", device, cfg.image_size, None if cfg.folds else cfg.max_eval_slices)
+            test, test_pp = evaluate(model, test_split)
             test = {("test_loss" if k == "val_loss" else k): v for k, v in test.items()}
             per_patient += [{"split": "test", **r} for r in test_pp]
         if rank == 0:
-            _overlay(model, val, device, amp_dtype, run_dir / "overlay.png")
+            _overlay(model, val, device, amp_dtype, run_dir / "overlay.png", cfg.tta)
     if rank == 0 and history:
         plots.learning_curve(history, run_dir / "learning_curve.png")
     return TrainResult(status=status, epochs_completed=len(history) if status == "finished" else len(history) - 1,
@@ -231,11 +238,11 @@ def _finish(cfg, data, run_dir, model, device, amp_dtype, loss_fn, val: DeviceSp
                        history=history, run_dir=run_dir)
 
 
-def _overlay(model, val: DeviceSplit, device, amp_dtype, path: Path) -> None:
+def _overlay(model, val: DeviceSplit, device, amp_dtype, path: Path, tta: bool) -> None:
     """The validation slices with the most tumour: image, truth, best-model prediction."""
     area = val.masks.sum(dim=(1, 2)).cpu().numpy()
     pick = np.sort(np.argsort(-area, kind="stable")[:OVERLAY_SLICES])
     images = val.images[torch.as_tensor(pick, device=device)].cpu().numpy()
-    probs = predict_masks(model, images, device, amp_dtype=amp_dtype)
+    probs = predict_masks(model, images, device, amp_dtype=amp_dtype, tta=tta)
     titles = [f"{val.patients[i]}#{val.slices[i]}" for i in pick]
     plots.overlay(images, val.masks[torch.as_tensor(pick, device=device)].cpu().numpy(), probs >= 0.5, titles, path)

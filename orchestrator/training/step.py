@@ -42,18 +42,24 @@ def make_loss(name: str) -> LossFn:
 
 
 def make_optimizer(params, cfg, device: torch.device) -> torch.optim.Optimizer:
-    """Adam / SGD (momentum ``cfg.momentum``) / RMSprop; fused (or capturable) on CUDA so the step can be captured."""
+    """Adam / AdamW / SGD (momentum ``cfg.momentum``) / RMSprop; fused (or capturable) on CUDA so the step can be
+    captured. With an lr schedule on CUDA the rate is a device tensor, so ``schedule.set_lr`` can change it
+    between replays of a captured step."""
     cuda = device.type == "cuda"
-    common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    scheduled = cfg.schedule != "constant" or cfg.warmup_epochs > 0
+    lr = torch.tensor(cfg.lr, device=device) if (cuda and scheduled) else cfg.lr
+    common = {"lr": lr, "weight_decay": cfg.weight_decay}
     # fused kernels on CUDA; elsewhere foreach (torch defaults to a Python loop per tensor on the CPU: ~4x slower)
     multi = {"fused": True} if cuda else {"foreach": True}
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, **common, **multi, capturable=cuda)
+    if cfg.optimizer == "adamw":  # decoupled weight decay (Loshchilov & Hutter)
+        return torch.optim.AdamW(params, **common, **multi, capturable=cuda)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, **common, momentum=cfg.momentum, **multi)
     if cfg.optimizer == "rmsprop":  # no fused RMSprop: foreach, capturable on CUDA
         return torch.optim.RMSprop(params, **common, capturable=cuda, foreach=True)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam, sgd or rmsprop")
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw, sgd or rmsprop")
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

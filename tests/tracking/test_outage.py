@@ -65,7 +65,7 @@ def test_outage_buffers_then_flushes_exactly_once(tmp_path, trained_run, caplog)
             hist = c.get_metric_history(run.info.run_id, "dice_volume_mean")
             assert sorted(m.step for m in hist) == [1, 2]  # each epoch exactly once
             assert run.data.metrics["test_dice_volume_mean"] == pytest.approx(res.test["dice_volume_mean"])
-            assert "checkpoints" in {a.path for a in c.list_artifacts(run.info.run_id)}
+            assert "per_patient_dice.csv" in {a.path for a in c.list_artifacts(run.info.run_id)}
         assert [r for r in runs if r.data.tags["orch.trial_id"] == "t2"][0].data.params["lr"] == "0.01"
     finally:
         server.stop()

@@ -121,7 +121,11 @@ def test_sweep_into_server_survives_sigkill_and_outage(prepared, tmp_path):
             assert m["test_dice_volume_mean"] == pytest.approx(row["test_dice_volume_mean"])
             assert m["test_miou_2class"] == pytest.approx(row["test_miou_2class"])
             arts = {a.path for a in c.list_artifacts(rid)}
-            assert {"checkpoints", "learning_curve.png", "overlay.png", "per_patient_dice.csv"} <= arts
+            assert {"learning_curve.png", "overlay.png", "per_patient_dice.csv"} <= arts
+            # One copy of the weights: the run refers to the sweep's best.pt and holds no copy of it.
+            assert "checkpoints" not in arts and run.data.tags["orch.run_dir"] == row["run_dir"]
+            assert run.data.tags["orch.checkpoint"] == str(Path(row["run_dir"]) / "best.pt")
+            assert Path(run.data.tags["orch.checkpoint"]).is_file()
         assert sum("orch.model_id" in r.data.tags for r in children) >= 1
     finally:
         for p in procs:

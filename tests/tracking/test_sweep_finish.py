@@ -51,7 +51,8 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
     sweep_dir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(sweep_dir / "results.csv", index=False)
 
-    assert st.finish(sweep_dir, top_k=1)
+    # "copy": the store's readers may not reach the sweep storage, so checkpoints and models are self-contained.
+    assert st.finish(sweep_dir, top_k=1, log_checkpoints="copy")
     c = MlflowClient(mlflow_server.url)
     parent = c.get_run(st.parent_run_id)
     assert parent.info.status == "FINISHED"
@@ -66,6 +67,9 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
     assert children["t2"].info.status == "FAILED" and children["t2"].data.tags["orch.status"] == "failed"
     assert children["t2"].data.tags["orch.error"] == "RuntimeError: worker died"
     assert children["t1"].info.status == "FINISHED"
+    for tid in ("t0", "t1"):  # both kept a checkpoint (results.csv's run_dir holds best.pt): copied once each
+        assert children[tid].data.tags["orch.checkpoint"] == str(res.run_dir / "best.pt")
+        assert [a.path for a in c.list_artifacts(children[tid].info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)  # where models:/ URIs resolve
     model = mlflow.pytorch.load_model(f"models:/{children['t0'].data.tags['orch.model_id']}")
     with torch.no_grad():
@@ -73,7 +77,7 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
     assert tuple(out.shape) == (2, 1, 32, 32)
     info = mlflow.models.get_model_info(f"models:/{children['t0'].data.tags['orch.model_id']}")
     assert info.signature is not None and list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, 32, 32]
-    assert st.finish(sweep_dir, top_k=1)  # a resumed sweep finishing again logs no second model
+    assert st.finish(sweep_dir, top_k=1, log_checkpoints="copy")  # finishing again logs no second model
     again = c.get_run(children["t0"].info.run_id).data.tags["orch.model_id"]
     assert again == children["t0"].data.tags["orch.model_id"]
 

@@ -64,8 +64,9 @@ def test_trial_resume_one_child_exactly_once_metrics_and_artifacts(mlflow_server
     assert "test_loss" in m and "test_test_loss" not in m
     assert m["epochs_completed"] == 2
     top = {a.path for a in c.list_artifacts(run.info.run_id)}
-    assert {"learning_curve.png", "overlay.png", "per_patient_dice.csv", "checkpoints"} <= top
-    assert [a.path for a in c.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+    assert {"learning_curve.png", "overlay.png", "per_patient_dice.csv", "result.json"} <= top
+    # The trial never uploads its checkpoint: the sweep's finish records it (by reference, or a copy on request).
+    assert "checkpoints" not in top and "orch.checkpoint" not in run.data.tags
     parent = c.get_run(st.parent_run_id)
     assert len(parent.data.tags["orch.data_manifest_sha256"]) == 64
     # A finished trial restored and "finished" again changes nothing.
@@ -89,7 +90,7 @@ def test_default_store_is_sqlite_with_artifacts_beside_it(tmp_path, monkeypatch,
         tt.log_epoch(rep.epoch, rep.metrics)
     assert tt.finish(trained_run.result)
     assert (work / "mlflow.db").is_file()
-    assert list((work / "mlartifacts").rglob("best.pt"))
+    assert list((work / "mlartifacts").rglob("learning_curve.png"))
     assert not (tmp_path / "mlruns").exists()
 
 
