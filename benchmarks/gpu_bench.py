@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from data_prep import PrepOptions, make_synthetic, prepare  # noqa: E402
 from orchestrator.bench import BenchConfig, run_bench, summary  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.recipe import PAPER_SETTINGS  # noqa: E402
 from orchestrator.training import fit  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def _graph_checks() -> dict:
     dev = torch.device("cuda")
     split = synthetic_split(64, 256, dev)
     make = BatchMaker(split)
-    cfg = TrainConfig(encoder="resnet18", lr=1e-4)
+    cfg = TrainConfig(encoder="resnet18", lr=1e-4, optimizer="adam", **PAPER_SETTINGS)
     losses, params = {}, {}
     for mode in ("eager", "graph"):
         torch.manual_seed(0)
@@ -141,7 +142,7 @@ def _fit(args, out: Path) -> None:
     make_synthetic(work / "src", patients=4 if args.small else args.patients, seed=0)
     prepare(work / "src", work / "prep", PrepOptions(workers=1 if args.small else 8, val_frac=0.2, test_frac=0.2))
     prep_s = time.perf_counter() - t0
-    base = TrainConfig(encoder=args.fit_encoder, epochs=args.fit_epochs, lr=1e-3, optimizer="adam")
+    base = TrainConfig(encoder=args.fit_encoder, epochs=args.fit_epochs, lr=1e-3, optimizer="adam", **PAPER_SETTINGS)
     if args.small:
         base = base.replace(encoder="resnet18", epochs=2, image_size=64, max_steps=2, batch_size=4)
     runs = {"auto": base, "graph_off": base.replace(cuda_graph="off", epochs=min(base.epochs, 3)),

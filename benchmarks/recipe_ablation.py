@@ -8,6 +8,8 @@ step-determined (not time-limited), so a busy machine changes only the wall time
 
     python benchmarks/recipe_ablation.py --data /work/data/prepared --out .bench/ablation --image-size 64 \\
         --epochs 6 --json .bench/ablation.jsonl
+    python benchmarks/recipe_ablation.py --data /work/data/prepared --out - --json .bench/levers.jsonl \\
+        --evaluate .bench/cpu128/recipe/best.pt          # TTA and post-processing on one trained model
 """
 
 from __future__ import annotations
@@ -64,10 +66,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated names of VARIANTS.")
+    ap.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                    help="Only score the evaluation-only levers (TTA, post-processing) on this best.pt.")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     data = open_data(args.data)
+    if args.evaluate:
+        model, cfg, _ = load_checkpoint(args.evaluate)
+        for tta, mc in EVAL_VARIANTS:
+            row = {"variant": f"{args.evaluate}: tta={tta}, min_component={mc}", "image_size": cfg.image_size,
+                   **_score(model, data, cfg, tta, mc), "data": str(args.data)}
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        return
     done = set()
     if Path(args.json).exists():
         done = {json.loads(line)["variant"] for line in Path(args.json).read_text().splitlines() if line.strip()}

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from models import create_model
 from orchestrator.config import TrainConfig
+from orchestrator.recipe import PAPER_SETTINGS
 from orchestrator.training.data import BatchMaker, DeviceSplit
 from orchestrator.training.step import TrainStep, autocast, make_loss, make_optimizer, resolve_amp
 
@@ -107,7 +108,8 @@ def _naive(encoder: str, cfg: BenchConfig, device: torch.device) -> tuple[float,
 
 
 def _loop(encoder: str, cfg: BenchConfig, device: torch.device, split: DeviceSplit, graph: bool) -> dict[str, Any]:
-    tcfg = TrainConfig(encoder=encoder, batch_size=cfg.batch_size, lr=1e-4)
+    # the paper grid's step (its projection is what this measures): Adam at a constant rate
+    tcfg = TrainConfig(encoder=encoder, batch_size=cfg.batch_size, lr=1e-4, optimizer="adam", **PAPER_SETTINGS)
     torch.manual_seed(0)
     model = create_model(encoder).to(device).to(memory_format=torch.channels_last)
     opt = make_optimizer(model.parameters(), tcfg, device)

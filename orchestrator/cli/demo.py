@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli.common import make_console, stage_progress, user_errors
+from orchestrator.demo import DemoConfig
 
 
 @click.command("predict")
@@ -55,9 +56,10 @@ def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: i
 @click.option("--patients", type=click.IntRange(min=4), default=10, show_default=True,
               help="Synthetic patients to make (ignored with --real).")
 @click.option("--grid", default="paper", show_default=True, help="Grid to run scaled down (paper: 45 configurations).")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max-steps", type=click.IntRange(min=1), default=2, show_default=True, help="Optimizer steps per epoch.")
-@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=DemoConfig.epochs, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=DemoConfig.max_steps, show_default=True,
+              help="Optimizer steps per epoch.")
+@click.option("--image-size", type=click.IntRange(min=32), default=DemoConfig.image_size, show_default=True,
               help="Train and evaluate at this square size (the data stays 256x256).")
 @user_errors
 def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: int, max_steps: int,
@@ -69,17 +71,22 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
       orch demo
       orch demo --real ~/data/lgg-mri-segmentation/kaggle_3m
     """
-    from orchestrator.demo import DemoConfig, run_demo, where_things_are
+    from orchestrator.demo import run_demo, where_things_are
     from orchestrator.report import make_report
 
     cfg = DemoConfig(workdir=workdir, real=real, patients=patients, grid=grid, epochs=epochs, max_steps=max_steps,
                      image_size=image_size)
     console = make_console()  # plain lines (prep stages, trial events) where stdout is no terminal
-    console.rule(f"orch demo: {'real data ' + real if real else f'{patients} synthetic patients'} -> "
-                 f"grid {grid} scaled down ({image_size}px, {max_steps} steps x {epochs} epoch(s))")
+    data = f"real data {real}" if real else f"{patients} SYNTHETIC patients (LGG layout, not MRI)"
+    console.rule(f"orch demo: {data} -> grid {grid} scaled down ({image_size}px, {max_steps} steps x {epochs} "
+                 f"epoch(s), loss {cfg.loss}, {cfg.sampling} sampling)")
     with stage_progress() as progress:
         outcome = run_demo(cfg, console=console, progress=progress)
     rep = make_report(str(outcome.results_dir), plots=True)
+    if not real:
+        click.echo(f"The data are synthetic ({patients} phantom patients in the LGG layout, bright FLAIR tumours): "
+                   "these figures show which configurations learn in a few steps, not how well orch segments "
+                   "real MRI (for that: README, 'Results on LGG').\n")
     click.echo(rep.markdown)
     click.echo(outcome.summary())
     click.echo("\n" + "\n".join(where_things_are(cfg, outcome, rep.paths)))

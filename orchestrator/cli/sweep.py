@@ -29,7 +29,7 @@ def _plan_table(plans, title: str) -> Table:
 
 @click.command("sweep")
 @click.option("--grid", default="paper", show_default=True,
-              help="Grid name (orchestrator/grids/*.csv: paper, smoke) or the path of a grid CSV.")
+              help="Grid name (orchestrator/grids/*.csv: paper, recipe, smoke) or the path of a grid CSV.")
 @click.option("--name", default=None, help="Sweep (and MLflow experiment) name. Default: the grid's name.")
 @click.option("--dry-run", is_flag=True, help="Print the configurations and their resources; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print a JSON list, one object per trial.")

@@ -83,8 +83,12 @@ def _opt(*decls, field: str, **kw):
               "instead of orch's recipe; options given explicitly still win.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/<encoder>-<optimizer>-lr<lr>[-cv<K>]). An existing one is resumed.")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow store (default sqlite:///<cwd>/mlflow.db): experiment orch-train, one parent run per "
+              "run directory, a child per model (each fold).")
+@click.option("--no-tracking", is_flag=True, help="Do not record the run in MLflow.")
 @user_errors
-def train_cmd(data, paper, out, **options):
+def train_cmd(data, paper, out, tracking_uri, no_tracking, **options):
     """Train one configuration (orch's recipe unless --paper); prints each epoch and the test metrics.
 
     \b
@@ -103,11 +107,20 @@ def train_cmd(data, paper, out, **options):
     run_dir = Path(out or Path("runs") / (cfg.short_name + (f"-cv{cfg.folds}" if cfg.folds else "")))
     data_dir = prepared_dir(data)
     console = make_console()
+    tracker = None if no_tracking else _tracker(tracking_uri, run_dir, cfg)
     if cfg.folds:
-        _train_cv(cfg, data_dir, run_dir, console)
+        _train_cv(cfg, data_dir, run_dir, console, tracker)
         return
     with _EpochPrinter(console, f"{cfg.short_name} -> {run_dir}") as printer:
-        result = fit(cfg, data_dir, run_dir, on_epoch=printer.epoch)
+        def on_epoch(report) -> None:
+            printer.epoch(report)
+            if tracker:
+                tracker.epoch(None, report)
+
+        result = fit(cfg, data_dir, run_dir, on_epoch=on_epoch)
+    if tracker:
+        tracker.done(None, result)
+        tracker.finish()
     console.print(f"status [bold]{result.status}[/], {result.epochs_completed} epochs, best epoch {result.best_epoch}"
                   " (best = highest validation dice_volume_mean, marked *)")
     if result.test:
@@ -115,7 +128,14 @@ def train_cmd(data, paper, out, **options):
     console.print(f"artefacts in {run_dir}")
 
 
-def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console) -> None:
+def _tracker(uri: str | None, run_dir: Path, cfg: TrainConfig):
+    from orchestrator.tracking import default_tracking_uri
+    from orchestrator.tracking.train import TrainTracker
+
+    return TrainTracker(uri or default_tracking_uri(), run_dir, cfg.to_dict())
+
+
+def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console, tracker=None) -> None:
     from orchestrator.training.cv import PER_PATIENT_CSV, PLOT, PUBLISHED, run_cv
 
     printers: dict[int, _EpochPrinter] = {}
@@ -127,8 +147,12 @@ def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console) -> No
             printers[fold] = _EpochPrinter(console, f"fold {fold}/{cfg.folds}: {cfg.short_name} -> {run_dir}/fold{fold}",
                                            prefix=f"fold {fold}/{cfg.folds} ").open()
         printers[fold].epoch(report)
+        if tracker:
+            tracker.epoch(fold, report)
 
     def on_fold(fold: int, result) -> None:
+        if tracker:
+            tracker.done(fold, result)
         n_test = sum(1 for r in result.per_patient if r.get("split") == "test")
         console.print(f"fold {fold}/{cfg.folds}: {result.status}, test dice_volume_mean "
                       f"{fmt_value(result.test.get('dice_volume_mean'))} over {n_test} patients", highlight=False)
@@ -139,6 +163,8 @@ def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console) -> No
         for p in printers.values():
             p.close()
     s = cv.summary
+    if tracker:
+        tracker.finish(s)
     table = Table(title=f"{cfg.folds}-fold cross-validation, Dice per patient volume ({s['n_patients']} patients)")
     for c in ("", "mean", "median", "95% CI"):
         table.add_column(c, justify="right")

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 # Files of the sweep directory logged on the parent run under report/, at their relative paths (written by
 # orchestrator.report; the cv files by orchestrator.sweep.cv for `orch sweep --folds K`).
 SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png", "cv_results.csv", "cv/*/cv_per_patient.csv",
-                        "cv/*/cv_summary.json", "cv/*/cv_dice.png")
+                        "cv/*/cv_summary.json", "cv/*/cv_dice.png",
+                        # orch train --folds K: its run directory is the "sweep" (tracking/train.py)
+                        "cv_per_patient.csv", "cv_summary.json", "cv_dice.png")
 SWEEP_PENDING = "sweep-pending.json"  # in the buffer dir: a parent run whose finish waits for the store
 
 

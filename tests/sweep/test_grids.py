@@ -6,7 +6,9 @@ import itertools
 
 import pytest
 
+from models import list_encoders
 from orchestrator.config import TrainConfig
+from orchestrator.recipe import PAPER_SETTINGS
 from orchestrator.grids import GridError, list_grids, load_grid
 from tests.sweep.conftest import write_grid
 
@@ -19,6 +21,18 @@ def test_paper_grid_is_the_45_configurations_of_the_study():
     assert len(entries) == 45 and keys == expected
     assert len({e.trial_id for e in entries}) == 45
     assert {(e.config.epochs, e.config.loss) for e in entries} == {(50, "bce")}
+
+
+def test_paper_grid_pins_every_recipe_lever_to_the_papers_setting():
+    # The recipe's defaults may change; the paper grid must not change with them.
+    for e in load_grid("paper"):
+        assert {k: getattr(e.config, k) for k in PAPER_SETTINGS} == PAPER_SETTINGS, e.trial_id
+
+
+def test_recipe_grid_is_the_default_recipe_at_every_depth():
+    entries = load_grid("recipe")
+    assert [e.config.encoder for e in entries] == list_encoders()
+    assert all(e.config == TrainConfig(encoder=e.config.encoder) for e in entries)
 
 
 def test_smoke_grid_is_tiny():
@@ -37,8 +51,8 @@ def test_overrides_apply_to_every_row_and_are_validated():
 
 
 def test_unknown_grid_lists_the_valid_names():
-    assert {"paper", "smoke"} <= set(list_grids())
-    with pytest.raises(GridError, match="valid grids: paper, smoke"):
+    assert {"paper", "recipe", "smoke"} <= set(list_grids())
+    with pytest.raises(GridError, match="valid grids: paper, recipe, smoke"):
         load_grid("papre")
 
 
