@@ -24,6 +24,7 @@ from PIL import Image
 
 from data_prep.tiffs import check_image, read_tiff
 from orchestrator.files import atomic_write
+from orchestrator.postprocess import remove_small_components, scaled_min_voxels
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,27 @@ def find_slices(root: str | os.PathLike, patients: tuple[str, ...] = ()) -> list
     return out
 
 
-def resolve_model(spec: str) -> tuple[torch.nn.Module, int | None, str]:
-    """(model in eval mode, the image size it was trained at or None, a description) for MODEL."""
+@dataclass
+class ResolvedModel:
+    """A model to predict with and how it was evaluated in training (its TrainConfig's ``image_size``, ``tta``
+    and ``min_component``; an MLflow model URI carries the image size only)."""
+
+    model: torch.nn.Module
+    image_size: int | None
+    described: str
+    tta: bool = False
+    min_component: int = 0
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """The model in eval mode and its evaluation settings for MODEL (a checkpoint, a run directory, a URI)."""
     from orchestrator.training import load_checkpoint
 
     if spec.startswith(_MLFLOW_SCHEMES):
         from orchestrator.tracking import load_logged_model
 
         model, image_size = load_logged_model(spec)
-        return model, image_size, spec
+        return ResolvedModel(model, image_size, spec)
     p = Path(spec)
     if p.is_dir():
         found = sorted(p.rglob("best.pt"))
@@ -96,7 +109,7 @@ def resolve_model(spec: str) -> tuple[torch.nn.Module, int | None, str]:
         model, cfg, _ = load_checkpoint(p)
     except ValueError as e:
         raise PredictError(str(e)) from e
-    return model, cfg.image_size, str(p)
+    return ResolvedModel(model, cfg.image_size, str(p), tta=cfg.tta, min_component=cfg.min_component)
 
 
 def _read_images(patient: PatientSlices) -> np.ndarray:
@@ -131,18 +144,21 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
     from orchestrator.training.results import write_csv
 
     found = find_slices(input_dir, patients)  # validate INPUT before loading a model or writing anything
-    model, image_size, described = resolve_model(model_spec)
+    resolved = resolve_model(model_spec)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
     out = Path(out_dir)
-    log.info("predicting %d patient folders with %s on %s", len(found), described, dev)
+    log.info("predicting %d patient folders with %s on %s", len(found), resolved.described, dev)
     rows = []
     for i, patient in enumerate(found):
         images = _read_images(patient)
-        prob = predict_masks(model, images, dev, image_size=image_size, batch_size=batch_size, amp_dtype=amp)
-        masks = (prob >= threshold).astype(np.uint8)  # (N, H, W) {0, 1}
+        prob = predict_masks(resolved.model, images, dev, image_size=resolved.image_size, batch_size=batch_size,
+                             amp_dtype=amp, tta=resolved.tta)
+        masks = prob >= threshold  # (N, H, W): one patient's volume, post-processed as in training
+        masks = remove_small_components(masks, scaled_min_voxels(resolved.min_component, masks.shape[-1]))
+        masks = masks.astype(np.uint8)
         for n, image, mask in zip(patient.numbers, images, masks):
             name = f"{patient.stem}_{n}"
             atomic_write(out / patient.folder / f"{name}_mask.tif",

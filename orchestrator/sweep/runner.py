@@ -36,7 +36,7 @@ from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
 from orchestrator.grids import load_grid, with_folds
 from orchestrator.sweep import storage as st
 from orchestrator.sweep.cv import check_folds, write_sweep_cv
-from orchestrator.sweep.plan import TrialPlan, default_max_concurrent, plan_sweep
+from orchestrator.sweep.plan import TrialPlan, default_max_concurrent, plan_sweep, trial_process_reuse
 from orchestrator.sweep.results import collect_rows, status_counts, write_results
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,13 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
                 param_space={TRIAL_KEY: tune.grid_search(specs)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, trial_name_creator=trial_dirname,
                                             trial_dirname_creator=trial_dirname,
-                                            # A fresh process per trial. Reusing a finished trial's process
-                                            # skips its start-up (~2-8 s on 2 cores, BENCHMARKS.md) but its
-                                            # memory only grows: in the 45-trial demo two reused CPU trial
-                                            # processes reached 10.9 GB each (ResNet152/101 weights, Adam
-                                            # moments and checkpoint buffers the allocator keeps) and Ray's
-                                            # OOM killer ended the sweep. On GPUs a fresh process also
-                                            # returns its CUDA memory to the trials packed beside it.
-                                            reuse_actors=False),
+                                            # CPU-only sweeps run the next trial in the finished trial's
+                                            # process (trial_process_reuse: no per-trial start of Python,
+                                            # torch and MLflow) and trim its heap after each trial (without,
+                                            # two reused processes of the 45-trial demo grew to 10.9 GB
+                                            # each). Trials with GPUs get a fresh process: it returns the
+                                            # CUDA context and cached memory to the trials packed beside it.
+                                            reuse_actors=trial_process_reuse(plans)),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=0, callbacks=[progress],
                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),

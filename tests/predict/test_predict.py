@@ -23,8 +23,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     source = make_synthetic(root / "src", patients=5, seed=11, min_slices=20, max_slices=22)
     prepare(root / "src", root / "prep", PrepOptions(workers=1, val_frac=0.2, test_frac=0.2))
+    # TTA and post-processing on: predict must evaluate the way the run did, or the round trip below breaks
     cfg = TrainConfig(encoder="resnet18", epochs=1, batch_size=4, max_steps=2, lr=1e-3, device="cpu", seed=1,
-                      eval_batch_size=16, cuda_graph="off")
+                      eval_batch_size=16, cuda_graph="off", tta=True, min_component=50)
     result = fit(cfg, root / "prep", root / "run")
     return root, Path(source), result
 

@@ -60,7 +60,7 @@ def test_fold_sweep_tests_every_patient_once_and_reports_it(prepared6, tmp_path)
     assert len(cv) == 1
     row = cv.iloc[0]
     assert (row["config_id"], row["encoder"], row["optimizer"], row["lr"], row["loss"]) == (
-        CONFIG, "resnet18", "adam", 1e-3, "bce")
+        CONFIG, "resnet18", "adam", 1e-3, "bce_dice")  # the recipe default
     assert bool(row["complete"]) and (row["folds_finished"], row["n_patients"], row["n_expected"]) == (2, 6, 6)
     assert row["mean"] == pytest.approx(per_patient["dice"].mean())
     assert row["median"] == pytest.approx(np.median(per_patient["dice"]))

@@ -7,7 +7,7 @@ import pytest
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.grids import load_grid
 from orchestrator.sweep import dry_run
-from orchestrator.sweep.plan import WAITER_CPUS, TrialPlan, default_max_concurrent, plan_sweep
+from orchestrator.sweep.plan import WAITER_CPUS, TrialPlan, default_max_concurrent, plan_sweep, trial_process_reuse
 
 
 def _by_encoder(plans):
@@ -28,6 +28,12 @@ def test_cpu_only_cluster_runs_trials_on_cpus():
     plans = plan_sweep(SweepConfig(grid="paper", cpus_per_trial=2), load_grid("paper"), use_gpus=False)
     assert {(p.gpus, p.cpus, p.workers) for p in plans} == {(0.0, 2.0, 0)}
     assert default_max_concurrent(plans, {"CPU": 8.0}) == 4
+    assert trial_process_reuse(plans)  # a CPU trial's process runs the next one
+
+
+def test_trials_with_gpus_or_ray_train_get_a_fresh_process():
+    assert not trial_process_reuse(plan_sweep(SweepConfig(grid="paper"), load_grid("paper"), use_gpus=True))
+    assert not trial_process_reuse(plan_sweep(SweepConfig(launcher="train"), load_grid("smoke"), use_gpus=False))
 
 
 def test_gpus_per_trial_override_and_ddp_through_ray_train():
