@@ -9,11 +9,8 @@ dataset's resolution) and scaled to the resolution the masks have.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 NATIVE_SIZE = 256
-# 18-connectivity: faces and edges touch, corners do not (slices are 2.5-5 mm apart, pixels ~0.5-1 mm)
-_STRUCTURE = ndimage.generate_binary_structure(3, 2)
 
 
 def scaled_min_voxels(min_voxels: int, size: int) -> int:
@@ -28,7 +25,13 @@ def remove_small_components(volume: np.ndarray, min_voxels: int) -> np.ndarray:
     volume = np.asarray(volume, dtype=bool)
     if min_voxels <= 0 or not volume.any():
         return volume
-    labels, n = ndimage.label(volume, structure=_STRUCTURE)
+    # Imported here: training and predict without --min-component must not need scipy (the GPU machines'
+    # images carry torch, h5py and pandas, not always scipy).
+    from scipy import ndimage
+
+    # 18-connectivity: faces and edges touch, corners do not (slices are 2.5-5 mm apart, pixels ~0.5-1 mm)
+    structure = ndimage.generate_binary_structure(3, 2)
+    labels, n = ndimage.label(volume, structure=structure)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= min_voxels
     keep[0] = False

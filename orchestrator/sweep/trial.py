@@ -148,9 +148,10 @@ def release_memory() -> None:
 
     gc.collect()
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps what it keeps
-        pass
+        return
+    trim(0)
 
 
 def _train_worker(spec: dict[str, Any]) -> None:
