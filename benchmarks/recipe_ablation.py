@@ -30,9 +30,10 @@ from orchestrator.training.evaluation import evaluate_split
 from orchestrator.training.step import make_loss
 
 BASE = dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4, loss="bce_dice", schedule="cosine", warmup_epochs=0.5,
-            sampling="tumour", tumour_fraction=0.5, intensity_aug=False, tta=False, min_component=0)
+            sampling="tumour", tumour_fraction=0.5, intensity_aug=False, tta=False, min_component=0, head_relu=False)
 VARIANTS = {
     "base": {},
+    "head_relu": {"head_relu": True},
     "loss=bce": {"loss": "bce"},
     "loss=dice": {"loss": "dice"},
     "sampling=uniform": {"sampling": "uniform"},
@@ -40,6 +41,7 @@ VARIANTS = {
     "optimizer=adam_wd=0": {"optimizer": "adam", "weight_decay": 0.0},
     "intensity_aug": {"intensity_aug": True},
     "paper settings (adam)": {**PAPER_SETTINGS, "optimizer": "adam"},
+    "paper settings (adam), head_relu=False": {**PAPER_SETTINGS, "optimizer": "adam", "head_relu": False},
 }
 EVAL_VARIANTS = [(tta, mc) for tta in (False, True) for mc in (0, 20, 100, 400)]
 

@@ -2,7 +2,7 @@
 
 No weights are downloaded: encoders start random unless a local torchvision weights file is given.
 This package never imports ``orchestrator``; a config is read by attribute (``encoder``, ``in_channels``,
-``classes``, ``decoder_channels``, ``weights``).
+``classes``, ``decoder_channels``, ``weights``, ``head_relu``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def list_encoders() -> list[str]:
 def create_model(name_or_config: Any, **kwargs: Any) -> ResNetUNet:
     """Build a ResNet-UNet from an encoder name or a ``ModelConfig``-like object.
 
-    ``kwargs`` (``in_channels``, ``classes``, ``decoder_channels``, ``weights``) override the config; ``None``
+    ``kwargs`` (``in_channels``, ``classes``, ``decoder_channels``, ``weights``, ``head_relu``) override the
+    config; ``None``
     values are dropped so unset options keep the defaults. Raises ``ValueError`` listing the valid names for an
     unknown encoder."""
     if isinstance(name_or_config, str):
@@ -48,7 +49,7 @@ def create_model(name_or_config: Any, **kwargs: Any) -> ResNetUNet:
     else:
         opts = {
             k: getattr(name_or_config, k)
-            for k in ("encoder", "in_channels", "classes", "decoder_channels", "weights")
+            for k in ("encoder", "in_channels", "classes", "decoder_channels", "weights", "head_relu")
             if getattr(name_or_config, k, None) is not None
         }
     opts.update({k: v for k, v in kwargs.items() if v is not None})
@@ -62,6 +63,7 @@ def create_model(name_or_config: Any, **kwargs: Any) -> ResNetUNet:
         encoder,
         decoder_channels=tuple(opts.get("decoder_channels", (256, 128, 64, 32, 16))),
         classes=int(opts.get("classes", 1)),
+        head_relu=bool(opts.get("head_relu", False)),
     )
 
 

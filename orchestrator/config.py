@@ -58,6 +58,7 @@ class ModelConfig(_DictMixin):
     classes: int = 1
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     weights: str | None = None  # optional local ImageNet weights file for the encoder; nothing is downloaded
+    head_relu: bool = False  # a ReLU between the last decoder conv and the head (smp's U-Net); models/unet.py
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class TrainConfig(_DictMixin):
     momentum: float = 0.9  # SGD only (RMSProp keeps torch's default of 0, as the paper's Keras-style setup)
     weight_decay: float = 1e-4
     augment: bool = True  # flips, rotation, scale (geometric, on the device)
+    # The model: the head sees the last decoder conv through a ReLU (segmentation_models_pytorch's U-Net, the
+    # paper's model) or directly (orch's default: the ReLU lets a model lock itself into predicting nothing).
+    head_relu: bool = False
     # The recipe's levers (orchestrator/recipe.py says which are on by default and why; BENCHMARKS.md measures
     # each). The paper grid pins every one of them to the paper's setting.
     schedule: str = "cosine"
@@ -129,7 +133,7 @@ class TrainConfig(_DictMixin):
 
     @property
     def model(self) -> ModelConfig:
-        return ModelConfig(encoder=self.encoder, weights=self.weights)
+        return ModelConfig(encoder=self.encoder, weights=self.weights, head_relu=self.head_relu)
 
     @property
     def short_name(self) -> str:

@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 # The paper (Pamungkas et al. 2025): pixel-mean BCE, constant lr, no weight decay, every slice equally likely,
-# geometric augmentation only, no test-time augmentation, no post-processing. (Its optimizer and lr are the grid's
+# geometric augmentation only, no test-time augmentation, no post-processing, segmentation_models_pytorch's U-Net
+# (a ReLU in front of the head). (Its optimizer and lr are the grid's
 # axes, not settings.)
 PAPER_SETTINGS: dict[str, Any] = {
     "loss": "bce",
@@ -32,4 +33,5 @@ PAPER_SETTINGS: dict[str, Any] = {
     "intensity_aug": False,
     "tta": False,
     "min_component": 0,
+    "head_relu": True,
 }

@@ -69,6 +69,8 @@ def _opt(*decls, field: str, **kw):
 @_opt("--tta/--no-tta", field="tta", help="Flip test-time augmentation in evaluation.")
 @_opt("--min-component", field="min_component", type=int,
       help="Drop predicted 3D tumour components under this many voxels (at 256 px); 0: off.")
+@_opt("--head-relu/--no-head-relu", field="head_relu",
+      help="A ReLU between the last decoder conv and the head (smp's U-Net, the paper's model).")
 @_opt("--seed", field="seed", type=int)
 @_opt("--device", field="device", type=click.Choice(DEVICES))
 @_opt("--max-steps", field="max_steps", type=int, help="Optimizer steps per epoch (demos, CI).")
@@ -79,7 +81,8 @@ def _opt(*decls, field: str, **kw):
 @_opt("--folds", field="folds", type=click.IntRange(min=2),
       help="Patient-level K-fold cross-validation: every patient tested once (folds seeded like the split).")
 @click.option("--paper", "paper", is_flag=True,
-              help="Start from the paper's settings (BCE, constant lr, uniform sampling, no TTA or post-processing) "
+              help="Start from the paper's settings (BCE, constant lr, uniform sampling, no TTA or post-processing, "
+              "smp's U-Net with --head-relu) "
               "instead of orch's recipe; options given explicitly still win.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/<encoder>-<optimizer>-lr<lr>[-cv<K>]). An existing one is resumed.")

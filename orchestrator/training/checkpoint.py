@@ -20,7 +20,10 @@ from torch import nn
 from models import create_model
 from orchestrator.config import ModelConfig, TrainConfig
 
-FORMAT = 1
+# 2: the model's ``head_relu`` is stored. A format-1 checkpoint predates it and was trained with the ReLU in front of
+# the head (segmentation_models_pytorch's U-Net), so it is read as ``head_relu=True``: same state-dict keys, and a
+# model rebuilt without the ReLU would load silently and predict differently.
+FORMAT = 2
 
 
 def rng_state() -> dict[str, Any]:
@@ -58,6 +61,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint {p} cannot be read ({e}); it is damaged or not an orch checkpoint") from e
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"checkpoint {p} is not an orch checkpoint (no model_config/model); use a run's best.pt")
+    return upgrade_checkpoint(ckpt)
+
+
+def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older format's configs to today's meaning (in place; returns ``ckpt``)."""
+    if ckpt.get("format", 1) < 2:
+        for key in ("model_config", "train_config"):
+            if isinstance(ckpt.get(key), dict):
+                ckpt[key].setdefault("head_relu", True)
     return ckpt
 
 

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from models import create_model
 from orchestrator import plots
-from orchestrator.config import TrainConfig
+from orchestrator.config import ConfigError, TrainConfig
 from orchestrator.training.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from orchestrator.training.data import BatchMaker, DeviceSplit, EpochSampler, load_split, open_data
 from orchestrator.training.evaluation import evaluate_split, predict_masks
@@ -95,6 +95,7 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
     torch.manual_seed(cfg.seed + rank)
     last = _from_rank0(read_checkpoint(run_dir / "last.pt") if rank == 0 and (run_dir / "last.pt").exists() else None)
     if last is not None:
+        _check_same_model(last, cfg, run_dir)
         best_ckpt = _from_rank0(read_checkpoint(run_dir / "best.pt") if rank == 0 and (run_dir / "best.pt").exists()
                                 else None)
         start_epoch, history = _resume(last, best_ckpt, model, optimizer, scaler, best, rank, cfg.seed)
@@ -194,6 +195,15 @@ def _from_rank0(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _check_same_model(last: dict, cfg: TrainConfig, run_dir: Path) -> None:
+    """The stored weights fit any ``head_relu`` (same keys), so a mismatch would resume silently as another model."""
+    stored = bool(last["model_config"].get("head_relu", True))
+    if stored != cfg.head_relu:
+        raise ConfigError(
+            f"{run_dir / 'last.pt'} was trained with head_relu={stored}, this run asks for head_relu={cfg.head_relu}; "
+            f"pass {'--head-relu' if stored else '--no-head-relu'} to resume it, or a new --out to start afresh")
 
 
 def _resume(last: dict, b: dict | None, model, optimizer, scaler, best: dict, rank: int,

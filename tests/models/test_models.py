@@ -91,3 +91,31 @@ def test_local_weights_file_is_loaded(tmp_path):
         create_model("resnet50", weights=str(path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         create_model("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_head_relu_changes_the_function_not_the_weights():
+    """The head trap (BENCHMARKS.md): behind a ReLU, the head's inputs are all >= 0, so a model that marks tumour
+    by switching every feature off can give no pixel more than sigmoid(head bias). Without it (the default), the
+    head reads the last BatchNorm output, of either sign. Both build the same parameters under the same keys."""
+    torch.manual_seed(0)
+    plain = create_model("resnet18").eval()
+    torch.manual_seed(0)
+    relu = create_model("resnet18", head_relu=True).eval()
+    assert plain.state_dict().keys() == relu.state_dict().keys()
+    assert count_parameters(plain) == count_parameters(relu) == SMP_PARAMS["resnet18"]
+    relu.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        head_in_plain = plain.decoder(plain.encoder(x))
+        head_in_relu = relu.decoder(relu.encoder(x))
+    assert (head_in_relu >= 0).all()
+    assert (head_in_plain < 0).float().mean() > 0.2  # BN output: about half negative
+    torch.testing.assert_close(head_in_relu, head_in_plain.clamp_min(0))  # only the last ReLU differs
+    # The trap itself: with every head weight negative, the ReLU model's logit never exceeds the bias; without the
+    # ReLU, negative features push it above.
+    with torch.no_grad():
+        for m in (plain, relu):
+            m.segmentation_head.weight.copy_(-m.segmentation_head.weight.abs())
+            m.segmentation_head.bias.fill_(-0.09)
+        assert relu(x).max() <= -0.09 + 1e-6
+        assert plain(x).max() > -0.09 + 1e-4
