@@ -86,7 +86,6 @@ class ResNetUNet(nn.Module):
                  head_relu: bool = False):
         super().__init__()
         self.encoder = encoder
-        self.head_relu = head_relu
         self.decoder = UnetDecoder(encoder.out_channels, decoder_channels, final_relu=head_relu)
         self.segmentation_head = nn.Conv2d(decoder_channels[-1], classes, kernel_size=3, padding=1)
 
