@@ -1,14 +1,16 @@
 """The best trials as MLflow models: top k by test ``dice_volume_mean``, logged on their own child runs with an
-input signature. Two kinds, after ``TrackingConfig.log_checkpoints``:
+input signature. Both kinds are pyfuncs "from code" (``pyfunc_entry.py`` + orch's ``CheckpointModel``), so nothing
+is pickled into the store and loading one unpickles nothing (the checkpoint is read with ``weights_only=True``):
 
-- ``reference`` (default): a weight-free pyfunc (``reference.CheckpointModel``, ~1 KB) pointing at the trial's
-  ``best.pt`` in the sweep storage: ``mlflow.pyfunc.load_model(f"models:/{model_id}")`` loads it from there.
-  A logged ``mlflow.pytorch`` model always carries its own pickled copy of the weights (``data/model.pth``, as
-  large as ``best.pt``: 57 MB for ResNet18 ... 269 MB for ResNet152), so a top-3 of them would add up to 0.8 GB.
-- ``copy``: a self-contained ``mlflow.pytorch`` model (``mlflow.pytorch.load_model`` gives back the network),
-  for stores whose readers cannot reach the sweep storage.
+- ``reference`` (default): weight-free (~1 KB), ``model_config["checkpoint"]`` names the trial's ``best.pt`` in the
+  sweep storage: ``mlflow.pyfunc.load_model(f"models:/{model_id}")`` loads it from there. A self-contained copy
+  costs the checkpoint's size again (57 MB for ResNet18 ... 269 MB for ResNet152; a top-3 up to 0.8 GB).
+- ``copy``: self-contained, the checkpoint travels as the model's artifact ``checkpoint``, for stores whose readers
+  cannot reach the sweep storage.
 
-``orch predict models:/<id>`` loads either kind (``load_logged_model``).
+``orch predict models:/<id>`` loads either kind without running any code from the store (``load_logged_model``):
+it reads the MLmodel metadata and the checkpoint. Models logged by older orch releases as pickled ``mlflow.pytorch``
+models are refused with a message, never unpickled.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -93,22 +96,38 @@ def _signature(size: int, out=None):
     return infer_signature(example, out if out is not None else np.zeros((1, 1, size, size), dtype=np.float32))
 
 
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # the model's code (MLflow's "models from code")
+
+
 def log_reference_model(uri: str, run_id: str, checkpoint: str, image_size: int | None) -> str:
-    """Log a weight-free pyfunc model ``model`` on run ``run_id`` that loads ``checkpoint`` (a path or URI in the
-    sweep storage); returns its model id. Nothing is read from the checkpoint: logging costs ~1 KB and no I/O of
-    the weights. Signature as ``log_model_from_checkpoint`` (S = ``image_size`` or 256)."""
+    """Log a weight-free model ``model`` on run ``run_id`` that loads ``checkpoint`` (a path or URI in the sweep
+    storage); returns its model id. Nothing is read from the checkpoint: logging costs ~1 KB and no I/O of the
+    weights. Signature as ``log_model_from_checkpoint`` (S = ``image_size`` or 256)."""
+    return _log_pyfunc(uri, run_id, image_size, model_config={"checkpoint": str(checkpoint)},
+                       tags={store.TAG_CHECKPOINT: str(checkpoint)})
+
+
+def log_model_from_checkpoint(uri: str, run_id: str, checkpoint: Path) -> str:
+    """Log the network in ``checkpoint`` as the self-contained MLflow model ``model`` of run ``run_id`` (the
+    checkpoint is copied in as the model's artifact); returns its model id.
+
+    Signature: a float32 batch ``(-1, 3, S, S)`` (normalised RGB, S the trial's image size) -> logits
+    ``(-1, 1, S, S)``. The network is fully convolutional: any S divisible by 32 works."""
+    from orchestrator.training.checkpoint import read_checkpoint
+
+    train_config = read_checkpoint(checkpoint).get("train_config") or {}  # refuses a tampered file before upload
+    return _log_pyfunc(uri, run_id, train_config.get("image_size"), artifacts={"checkpoint": str(checkpoint)})
+
+
+def _log_pyfunc(uri: str, run_id: str, image_size: int | None, **kwargs) -> str:
     import mlflow.pyfunc
 
-    from orchestrator.tracking.reference import CheckpointModel
-
-    with _fluent_run(uri, run_id, quiet="mlflow.pyfunc"):  # its warning: a pickled python_model (orch's class)
+    with _fluent_run(uri, run_id, quiet="mlflow.pyfunc"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no input example": the signature says it all
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=CheckpointModel(), model_config={"checkpoint": str(checkpoint)},
-                signature=_signature(image_size or 256), pip_requirements=_requirements(),
-                tags={store.TAG_CHECKPOINT: str(checkpoint)},
-            )
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY),
+                                           signature=_signature(image_size or 256),
+                                           pip_requirements=_requirements(), **kwargs)
     return info.model_id
 
 
@@ -117,32 +136,6 @@ def _requirements() -> list[str]:
 
     # Given explicitly: inferring them imports the model in a subprocess (slow) for no gain here.
     return [f"torch=={torch.__version__.split('+')[0]}", "orch"]
-
-
-def log_model_from_checkpoint(uri: str, run_id: str, checkpoint: Path) -> str:
-    """Log the network in ``checkpoint`` as the self-contained MLflow model ``model`` of run ``run_id`` (a copy of
-    the weights); returns its model id.
-
-    Signature: a float32 batch ``(-1, 3, S, S)`` (normalised RGB, S the trial's image size) -> logits
-    ``(-1, 1, S, S)``. The network is fully convolutional: any S divisible by 32 works."""
-    import mlflow.pytorch
-    import torch
-
-    from orchestrator.training.checkpoint import load_checkpoint
-
-    model, cfg, _ = load_checkpoint(checkpoint)
-    size = cfg.image_size or 256
-    example = np.zeros((1, 3, size, size), dtype=np.float32)
-    with torch.no_grad():
-        out = model(torch.from_numpy(example)).numpy()
-    with _fluent_run(uri, run_id, quiet="mlflow.pytorch"):  # its warning about pickle: the choice below
-        info = mlflow.pytorch.log_model(
-            model, name="model", signature=_signature(size, out),
-            # pickle: 3.17 defaults to "pt2" (torch.export), which needs an input example and traces the
-            # network; pickle needs orch's `models` package at load time, which a user of orch has.
-            serialization_format="pickle", pip_requirements=_requirements(),
-        )
-    return info.model_id
 
 
 def log_top_models(sweep, results_csv: Path, k: int, mode: str = "reference",
@@ -184,11 +177,9 @@ def log_top_models(sweep, results_csv: Path, k: int, mode: str = "reference",
 def load_logged_model(model_uri: str, tracking_uri: str | None = None):
     """``(network, image size it was trained at or None)`` for an MLflow model URI (``models:/<id>``,
     ``models:/<name>/<version>``, ``runs:/<run id>/model``), resolved against ``tracking_uri`` (default:
-    ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``). A model by reference loads the checkpoint it names (image size
-    from the checkpoint); a self-contained one is unpickled, its image size is the ``image_size`` param of the run
-    that logged it (the trial's TrainConfig)."""
+    ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``). Runs no code from the store: the MLmodel metadata (YAML) names
+    the checkpoint (referred to, or the model's own artifact), which is read with ``weights_only=True``."""
     import mlflow
-    import mlflow.pytorch
 
     from orchestrator.tracking.reference import load_reference, reference_of
 
@@ -198,23 +189,46 @@ def load_logged_model(model_uri: str, tracking_uri: str | None = None):
     try:
         try:
             info = mlflow.models.get_model_info(model_uri)
-            checkpoint = reference_of(info.flavors)
-            if checkpoint is None:
-                model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - MLflow raises many types for "not there"; all mean the same
             raise store.TrackingError(f"MLflow model {model_uri} cannot be loaded from {uri} ({e}); check the URI "
                                       "(models:/<model id>, runs:/<run id>/model) and --tracking-uri") from e
-        if checkpoint is not None:  # a model by reference: the sweep's best.pt is the model
+        checkpoint = reference_of(info.flavors)
+        with tempfile.TemporaryDirectory(prefix="orch-model-") as tmp:
+            if checkpoint is None:
+                checkpoint = _download_checkpoint(model_uri, info.flavors, uri, tmp)
             try:
                 model, size = load_reference(checkpoint)
             except (OSError, ValueError) as e:
-                raise store.TrackingError(f"MLflow model {model_uri} refers to the checkpoint {checkpoint}, which "
-                                          f"cannot be read ({e}); pass the trial's directory or another model") from e
-            return model.eval(), size
-        size = None
-        if info.run_id:
-            value = store.client(uri).get_run(info.run_id).data.params.get("image_size")
-            size = int(value) if value not in (None, "", "None") else None
+                raise store.TrackingError(f"MLflow model {model_uri} holds or refers to the checkpoint {checkpoint}, "
+                                          f"which cannot be loaded ({e})") from e
     finally:
         mlflow.set_tracking_uri(previous)
     return model.eval(), size
+
+
+def _download_checkpoint(model_uri: str, flavors: dict, uri: str, dest: str) -> str:
+    """A self-contained model's checkpoint, downloaded (with the rest of the model: metadata and code, a few KB)
+    into ``dest``; its path."""
+    import mlflow
+
+    artefact = _checkpoint_artefact(flavors)
+    if artefact is None:
+        raise store.TrackingError(
+            f"MLflow model {model_uri} is not an orch checkpoint model (flavors: {', '.join(sorted(flavors))}); orch "
+            "loads no pickled model (an mlflow.pytorch model from an older orch is one): pass the trial's best.pt "
+            "or run directory instead")
+    try:  # the whole model directory: models:/<id>/<subpath> URIs are not resolved by every MLflow store
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest)
+    except Exception as e:  # noqa: BLE001
+        raise store.TrackingError(f"MLflow model {model_uri}: its files cannot be downloaded from {uri} ({e})") from e
+    return str(Path(local) / artefact)
+
+
+def _checkpoint_artefact(flavors: dict) -> str | None:
+    """The model-relative path of a self-contained model's checkpoint (``artifacts/best.pt``), or None."""
+    artefacts = (flavors.get("python_function") or {}).get("artifacts") or {}
+    entry = artefacts.get("checkpoint") if isinstance(artefacts, dict) else None
+    path = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(path, str) or path.startswith("/") or ".." in Path(path).parts:
+        return None
+    return path

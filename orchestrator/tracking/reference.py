@@ -67,7 +67,7 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
     ``predict``: float32 normalised RGB ``(N, 3, S, S)`` -> logits ``(N, 1, S, S)`` (S divisible by 32)."""
 
     def load_context(self, context) -> None:
-        self.network, self.image_size = load_reference(context.model_config["checkpoint"])
+        self.network, self.image_size = load_reference(checkpoint_of(context))
 
     # The np.ndarray hint: a batch tensor, which MLflow validates against the logged signature, not the hint.
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
@@ -76,6 +76,12 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         with torch.no_grad():
             return self.network(x).numpy()
+
+
+def checkpoint_of(context) -> str:
+    """The checkpoint a loading model reads: the one it refers to, else its own copy (``artifacts["checkpoint"]``)."""
+    config = context.model_config or {}
+    return config.get("checkpoint") or context.artifacts["checkpoint"]
 
 
 def reference_of(flavors: dict[str, Any]) -> str | None:
