@@ -85,13 +85,17 @@ def _opt(*decls, field: str, **kw):
               "smp's U-Net with --head-relu) "
               "instead of orch's recipe; options given explicitly still win.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default runs/<encoder>-<optimizer>-lr<lr>[-cv<K>]). An existing one is resumed.")
+              help="Run directory (default runs/<encoder>-<optimizer>-lr<lr>[-cv<K>]). An existing one is resumed, "
+              "or its result returned, only if it holds this configuration (else an error names the differences).")
+@click.option("--force", is_flag=True,
+              help="If --out holds a run of another configuration, delete its run files (only those orch wrote) and "
+              "train afresh.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
               help="MLflow store (default sqlite:///<cwd>/mlflow.db): experiment orch-train, one parent run per "
               "run directory, a child per model (each fold).")
 @click.option("--no-tracking", is_flag=True, help="Do not record the run in MLflow.")
 @user_errors
-def train_cmd(data, paper, out, tracking_uri, no_tracking, **options):
+def train_cmd(data, paper, out, force, tracking_uri, no_tracking, **options):
     """Train one configuration (orch's recipe unless --paper); prints each epoch and the test metrics.
 
     \b
@@ -109,10 +113,11 @@ def train_cmd(data, paper, out, tracking_uri, no_tracking, **options):
     cfg = TrainConfig(**({**PAPER_SETTINGS, **given} if paper else given))
     run_dir = Path(out or Path("runs") / (cfg.short_name + (f"-cv{cfg.folds}" if cfg.folds else "")))
     data_dir = prepared_dir(data)
+    key = _check_out(cfg, data_dir, run_dir, force)  # before MLflow hears of the run
     console = make_console()
-    tracker = None if no_tracking else _tracker(tracking_uri, run_dir, cfg)
+    tracker = None if no_tracking else _tracker(tracking_uri, run_dir, cfg, key)
     if cfg.folds:
-        _train_cv(cfg, data_dir, run_dir, console, tracker)
+        _train_cv(cfg, data_dir, run_dir, console, tracker, force)
         return
     with _EpochPrinter(console, f"{cfg.short_name} -> {run_dir}") as printer:
         def on_epoch(report) -> None:
@@ -120,7 +125,7 @@ def train_cmd(data, paper, out, tracking_uri, no_tracking, **options):
             if tracker:
                 tracker.epoch(None, report)
 
-        result = fit(cfg, data_dir, run_dir, on_epoch=on_epoch)
+        result = fit(cfg, data_dir, run_dir, on_epoch=on_epoch, force=force)
     if tracker:
         tracker.done(None, result)
         tracker.finish()
@@ -131,14 +136,31 @@ def train_cmd(data, paper, out, tracking_uri, no_tracking, **options):
     console.print(f"artefacts in {run_dir}")
 
 
-def _tracker(uri: str | None, run_dir: Path, cfg: TrainConfig):
+def _check_out(cfg: TrainConfig, data_dir: Path, run_dir: Path, force: bool) -> str:
+    """Refuse (ConfigError) a run directory that holds another configuration's run, unless ``force``; the key of
+    this run's MLflow records (its identity's digest: a forced rerun is a new record)."""
+    from orchestrator.training import runs
+    from orchestrator.training.data import open_data
+
+    data = open_data(data_dir)
+    folds = [cfg.replace(fold=k) for k in range(1, cfg.folds + 1)] if cfg.folds else [cfg]
+    wanted = [runs.identity(c, open_data(data, c)) for c in folds]
+    if not force:
+        for c, w in zip(folds, wanted):
+            problem = runs.check(run_dir / f"fold{c.fold}" if cfg.folds else run_dir, w)
+            if problem:
+                raise ConfigError(problem)
+    return runs.digest({"runs": wanted})
+
+
+def _tracker(uri: str | None, run_dir: Path, cfg: TrainConfig, key: str):
     from orchestrator.tracking import default_tracking_uri
     from orchestrator.tracking.train import TrainTracker
 
-    return TrainTracker(uri or default_tracking_uri(), run_dir, cfg.to_dict())
+    return TrainTracker(uri or default_tracking_uri(), run_dir, cfg.to_dict(), key=key)
 
 
-def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console, tracker=None) -> None:
+def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console, tracker=None, force: bool = False) -> None:
     from orchestrator.training.cv import PER_PATIENT_CSV, PLOT, PUBLISHED, run_cv
 
     printers: dict[int, _EpochPrinter] = {}
@@ -161,7 +183,7 @@ def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console, track
                       f"{fmt_value(result.test.get('dice_volume_mean'))} over {n_test} patients", highlight=False)
 
     try:
-        cv = run_cv(cfg, data_dir, run_dir, on_epoch=on_epoch, on_fold=on_fold)
+        cv = run_cv(cfg, data_dir, run_dir, on_epoch=on_epoch, on_fold=on_fold, force=force)
     finally:
         for p in printers.values():
             p.close()

@@ -28,10 +28,12 @@ class TrainTracker:
     ``finish(cv_summary)`` ends the parent. Outages buffer in ``<run dir>/mlflow-buffer`` as in a sweep."""
 
     def __init__(self, uri: str, run_dir: str | os.PathLike, params: dict[str, Any],
-                 experiment: str = DEFAULT_EXPERIMENT):
+                 experiment: str = DEFAULT_EXPERIMENT, key: str | None = None):
         self.run_dir = Path(run_dir)
-        # A run directory is one record: its absolute path names the parent run, so a rerun reattaches.
-        self.parent = SweepTracker.open(uri, experiment=experiment, sweep_name=str(self.run_dir.resolve()),
+        # A run directory's run is one record: its absolute path (and ``key``, the digest of the run's identity,
+        # orchestrator/training/runs.py) names the parent run, so a rerun reattaches and a --force run starts anew.
+        name = str(self.run_dir.resolve()) + (f"#{key}" if key else "")
+        self.parent = SweepTracker.open(uri, experiment=experiment, sweep_name=name,
                                         tags={"orch.command": "train"}, params=params)
         self.params = params
         self.children: dict[int | None, Any] = {}

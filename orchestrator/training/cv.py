@@ -107,10 +107,11 @@ def write_cv(out_dir: Path, rows: list[dict[str, Any]], folds: dict[int, TrainRe
 
 def run_cv(cfg: TrainConfig, data: Any, out_dir: str | Path,
            on_epoch: Callable[[int, EpochReport], None] | None = None,
-           on_fold: Callable[[int, TrainResult], None] | None = None) -> CVResult:
+           on_fold: Callable[[int, TrainResult], None] | None = None, force: bool = False) -> CVResult:
     """Train every fold of ``cfg.folds`` (``cfg.fold`` must be unset) into ``out_dir/fold<k>``; see the module
     doc. ``on_epoch(fold, report)`` and ``on_fold(fold, result)`` report progress. Rerunning resumes: finished
-    folds return their stored result, an interrupted one continues from its ``last.pt``."""
+    folds return their stored result, an interrupted one continues from its ``last.pt`` (``fit``: only when the
+    fold directory holds this configuration; ``force`` deletes another one's files)."""
     from orchestrator.training.loop import fit
 
     if not cfg.folds:
@@ -123,7 +124,7 @@ def run_cv(cfg: TrainConfig, data: Any, out_dir: str | Path,
     rows: list[dict[str, Any]] = []
     for k in range(1, cfg.folds + 1):
         result = fit(cfg.replace(fold=k), data, out_dir / f"fold{k}",
-                     on_epoch=(lambda r, k=k: on_epoch(k, r)) if on_epoch else None)
+                     on_epoch=(lambda r, k=k: on_epoch(k, r)) if on_epoch else None, force=force)
         results[k] = result
         rows += fold_rows(k, result)
         log.info("fold %d/%d: %s, test dice_volume_mean %s", k, cfg.folds, result.status,

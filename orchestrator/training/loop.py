@@ -24,6 +24,7 @@ import torch.distributed as dist
 from models import create_model
 from orchestrator import plots
 from orchestrator.config import ConfigError, TrainConfig
+from orchestrator.training import runs
 from orchestrator.training.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from orchestrator.training.data import BatchMaker, DeviceSplit, EpochSampler, load_split, open_data
 from orchestrator.training.evaluation import evaluate_split, predict_masks
@@ -64,21 +65,27 @@ def _batches_for_rank(n_batches: int, rank: int, world: int, max_steps: int | No
 
 
 def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
-        on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+        on_epoch: Callable[[EpochReport], None] | None = None, force: bool = False) -> TrainResult:
     """Train ``cfg`` on prepared ``data`` (a directory or a PreparedData) into ``run_dir``; see the module doc.
 
-    Resumes from ``run_dir/last.pt``; returns the stored result if ``run_dir/result.json`` exists. A non-finite
-    loss ends the run with status "diverged" (never raises)."""
+    Resumes from ``run_dir/last.pt``; returns the stored result if ``run_dir/result.json`` exists. Either only when
+    the run stored there is this configuration on these patients (``runs.identity``): another one raises
+    ConfigError naming the differing fields, or with ``force`` is deleted (orch's files only) and trained afresh.
+    A non-finite loss ends the run with status "diverged" (never raises)."""
     run_dir = Path(run_dir)
     rank, world = _dist()
     device = resolve_device(cfg.device)
+    data = open_data(data, cfg)
+    wanted = runs.identity(cfg, data)
     # Rank 0's run_dir is the one that counts (other ranks may be given scratch dirs): its files decide.
+    problem = _from_rank0(runs.claim(run_dir, wanted, force) if rank == 0 else None)
+    if problem:
+        raise ConfigError(problem)
     if _from_rank0(rank == 0 and (run_dir / "result.json").exists()):
         log.info("%s already finished: returning its result", run_dir)
         stored = _from_rank0(read_result(run_dir).to_dict() if rank == 0 else None)
         return TrainResult.from_dict({**stored, "run_dir": str(run_dir)})
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = open_data(data, cfg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -95,7 +102,6 @@ def fit(cfg: TrainConfig, data: Any, run_dir: str | Path,
     torch.manual_seed(cfg.seed + rank)
     last = _from_rank0(read_checkpoint(run_dir / "last.pt") if rank == 0 and (run_dir / "last.pt").exists() else None)
     if last is not None:
-        _check_same_model(last, cfg, run_dir)
         best_ckpt = _from_rank0(read_checkpoint(run_dir / "best.pt") if rank == 0 and (run_dir / "best.pt").exists()
                                 else None)
         start_epoch, history = _resume(last, best_ckpt, model, optimizer, scaler, best, rank, cfg.seed)
@@ -195,15 +201,6 @@ def _from_rank0(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _check_same_model(last: dict, cfg: TrainConfig, run_dir: Path) -> None:
-    """The stored weights fit any ``head_relu`` (same keys), so a mismatch would resume silently as another model."""
-    stored = bool(last["model_config"].get("head_relu", True))
-    if stored != cfg.head_relu:
-        raise ConfigError(
-            f"{run_dir / 'last.pt'} was trained with head_relu={stored}, this run asks for head_relu={cfg.head_relu}; "
-            f"pass {'--head-relu' if stored else '--no-head-relu'} to resume it, or a new --out to start afresh")
 
 
 def _resume(last: dict, b: dict | None, model, optimizer, scaler, best: dict, rank: int,
