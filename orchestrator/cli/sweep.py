@@ -110,6 +110,12 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
     console = make_console()  # a live trial table on a terminal, one line per trial event elsewhere
     outcome = run_sweep(cfg, tracking=tracking, console=console)
     console.print(outcome.summary(), highlight=False, soft_wrap=True)
+    failed = {k: outcome.counts.get(k, 0) for k in ("error", "unfinished") if outcome.counts.get(k, 0)}
+    if failed:  # diverged is a result (a too-high lr); an errored trial is a failure the caller must see
+        what = " and ".join(f"{n} {'errored' if k == 'error' else 'unfinished'}" for k, n in failed.items())
+        raise click.ClickException(
+            f"{what} of {len(outcome.results)} trials: see the error column of {outcome.results_csv}; fix the cause "
+            f"and rerun the same command (finished trials are kept; add --restart-errored to retry errored ones)")
 
 
 COMMANDS = [sweep]

@@ -34,3 +34,14 @@ def write_grid(path: Path, rows: list[dict]) -> Path:
     lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def done_outcome(**counts):
+    """What a mocked ``run_sweep`` returns for the CLI tests: a sweep whose trials ended as ``counts`` say
+    (default: one finished)."""
+    from unittest import mock
+
+    outcome = mock.Mock()
+    outcome.counts = counts or {"finished": 1}
+    outcome.summary.return_value = "sweep: done"
+    return outcome

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from unittest import mock
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
 from orchestrator.config import SweepConfig
+from tests.sweep.conftest import done_outcome
 
 
 def test_dry_run_prints_every_configuration_with_its_resources():
@@ -31,7 +33,7 @@ def test_dry_run_json_is_one_object_per_configuration():
 
 def test_options_become_the_sweep_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    outcome = mock.Mock()
+    outcome = done_outcome()
     outcome.summary.return_value = "sweep smoke: done"
     with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=outcome) as run:
         res = CliRunner().invoke(main, [
@@ -52,7 +54,7 @@ def test_options_become_the_sweep_config(tmp_path, monkeypatch):
 
 def test_tracking_uri_from_the_cluster_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.10:5000")
-    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=done_outcome()) as run:
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert run.call_args.kwargs["tracking"].tracking_uri == "http://10.0.0.10:5000"
@@ -62,7 +64,7 @@ def test_no_tracking_and_default_data_from_orch_toml(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "orch.toml").write_text(f'[data]\nprepared = "{tmp_path / "prep"}"\n')
-    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=done_outcome()) as run:
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--no-tracking"])
     assert res.exit_code == 0, res.output
     assert run.call_args.args[0].data == str(tmp_path / "prep") and run.call_args.kwargs["tracking"] is None
@@ -81,3 +83,21 @@ def test_user_errors_are_clean(tmp_path, monkeypatch):
     assert res.exit_code == 1 and "whole number" in res.output
     res = r.invoke(main, ["sweep", "--grid", "smoke", "--loss", "mse"])
     assert res.exit_code == 2
+
+
+@pytest.mark.parametrize("counts, code, said", [
+    ({"error": 3}, 1, "3 errored of 3 trials"),
+    ({"finished": 2, "diverged": 1, "error": 1}, 1, "1 errored of 4 trials"),
+    ({"finished": 1, "unfinished": 2}, 1, "2 unfinished of 3 trials"),
+    ({"finished": 2, "diverged": 2}, 0, None),  # a diverged trial is a result: the paper's lr 1e-2 rows diverge
+])
+def test_exit_status_says_how_many_trials_errored(tmp_path, counts, code, said):
+    outcome = done_outcome(**counts)
+    outcome.results = [None] * sum(counts.values())
+    outcome.results_csv = tmp_path / "results.csv"
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=outcome):
+        res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path), "--no-tracking"])
+    assert res.exit_code == code, res.output
+    assert "sweep: done" in res.output  # the summary is printed either way
+    if said:
+        assert said in res.output and str(tmp_path / "results.csv") in res.output and "Traceback" not in res.output

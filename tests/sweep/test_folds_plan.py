@@ -13,7 +13,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.grids import GridError, config_id, load_grid, with_folds
 from orchestrator.sweep import dry_run
 from orchestrator.sweep.plan import plan_sweep
-from tests.sweep.conftest import write_grid
+from tests.sweep.conftest import done_outcome, write_grid
 
 
 def test_with_folds_makes_k_trials_per_row_with_fold_ids_and_configs():
@@ -71,12 +71,12 @@ def test_dry_run_shows_the_fold_trials():
 
 def test_folds_option_reaches_the_sweep_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=done_outcome()) as run:
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path), "--folds", "5",
                                         "--no-tracking"])
     assert res.exit_code == 0, res.output
     assert run.call_args.args[0].folds == 5
-    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=done_outcome()) as run:
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path), "--no-tracking"])
     assert res.exit_code == 0 and run.call_args.args[0].folds is None
     res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path), "--folds", "1"])

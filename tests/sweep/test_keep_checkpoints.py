@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from data_prep import PreparedData
 from orchestrator.cli import main
 from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
-from tests.sweep.conftest import TINY, write_grid
+from tests.sweep.conftest import done_outcome, TINY, write_grid
 
 
 def _trial(root: Path, tid: str, status: str, score: float | None, best: bool = True) -> dict:
@@ -52,7 +52,7 @@ def test_config_and_cli_option(tmp_path, monkeypatch):
         TrackingConfig(log_checkpoints="upload")
     assert SweepConfig().keep_checkpoints is None and TrackingConfig().log_checkpoints == "reference"
     monkeypatch.chdir(tmp_path)
-    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=done_outcome()) as run:
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path), "--keep-checkpoints", "3"])
     assert res.exit_code == 0, res.output
     assert run.call_args.args[0].keep_checkpoints == 3

@@ -15,6 +15,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.grids import load_grid
 from orchestrator.sweep.plan import plan_sweep
 from orchestrator.sweep.progress import SweepProgress
+from tests.sweep.conftest import done_outcome
 
 A, B, C = "resnet18-adam-lr1e-03", "resnet18-sgd-lr1e-02", "resnet18-rmsprop-lr1e-04"
 
@@ -100,7 +101,8 @@ def test_a_terminal_gets_the_table_not_lines():
 def test_orch_sweep_without_a_terminal_hands_the_sweep_a_plain_console(tmp_path, monkeypatch):
     monkeypatch.delenv("ORCH_PLAIN", raising=False)  # CliRunner's stdout is no terminal: that alone decides,
     monkeypatch.setenv("FORCE_COLOR", "1")  # even where CI asks for colours (rich alone would then go live)
-    with mock.patch("orchestrator.sweep.runner.run_sweep") as run:  # only the run itself is mocked
+    # only the run itself is mocked
+    with mock.patch("orchestrator.sweep.runner.run_sweep", return_value=done_outcome()) as run:
         run.return_value.summary.return_value = "sweep smoke: done"
         res = CliRunner().invoke(main, ["sweep", "--grid", "smoke", "--data", str(tmp_path), "--no-tracking"])
     assert res.exit_code == 0, res.output
