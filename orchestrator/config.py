@@ -7,6 +7,7 @@ trial, ``cfg.to_dict()`` is what MLflow logs as params and what a checkpoint sto
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ SAMPLINGS = ("uniform", "tumour")  # which training slices an epoch draws
 
 class ConfigError(ValueError):
     """A configuration value a user can fix: the message names the value and the valid choices."""
+
+
+# Names that become directories (sweep names, trial ids): no separators, no "." / "..", nothing a shell or a URI
+# would read differently. A trial id of ".." once made a sweep delete another sweep's scratch directory.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a safe directory name (``[A-Za-z0-9._-]+``, not ``.`` or ``..``); else ConfigError."""
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{kind} {value!r} is not a valid name: it names a directory, so use letters, digits, "
+                          "'.', '_' and '-' only (and not '.' or '..')")
+    return value
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -191,6 +205,8 @@ class SweepConfig(_DictMixin):
     keep_checkpoints: int | None = None
 
     def __post_init__(self) -> None:
+        check_name("sweep name" if self.name else f"sweep name (from the grid file {self.grid}; or pass --name)",
+                   self.sweep_name)
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints={self.keep_checkpoints!r} must be >= 1 (or unset to keep all)")
 

@@ -9,6 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def inside(path: str | os.PathLike, owner: str | os.PathLike) -> Path:
+    """``path`` resolved, if it lies strictly inside directory ``owner`` (links and ``..`` resolved); else
+    ValueError. Every directory orch deletes is checked with it first: a name must never reach outside."""
+    p, root = Path(path).resolve(), Path(owner).resolve()
+    if p == root or not p.is_relative_to(root):
+        raise ValueError(f"refusing to touch {path}: it resolves to {p}, outside the directory {root} that orch owns "
+                         "(a '..', a '/' or a link in a name?)")
+    return p
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` fills a temporary path beside ``path`` (parents created), which then replaces ``path``."""
     path = Path(path)

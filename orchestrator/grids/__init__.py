@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import ConfigError, TrainConfig
+from orchestrator.config import ConfigError, TrainConfig, check_name
 
 GRID_DIR = Path(__file__).parent
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -122,6 +122,10 @@ def load_grid(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
         except ConfigError as e:
             raise GridError(f"{path} line {lineno}: {e}") from None
         trial_id = row.get("trial_id") or cfg.short_name
+        try:
+            check_name("trial_id", trial_id)
+        except ConfigError as e:
+            raise GridError(f"{path} line {lineno}: {e}") from None
         if trial_id in seen:
             raise GridError(f"{path} line {lineno}: trial id {trial_id!r} repeats line {seen[trial_id]}; rows "
                             "that differ beyond encoder/optimizer/lr need a trial_id column")

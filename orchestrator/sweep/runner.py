@@ -170,7 +170,7 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
             ray.shutdown()
     if st.is_uri(storage):  # Tune's paths lack the scheme: results.csv says s3://bucket/..., not bucket/...
         df["run_dir"] = [st.location(d, storage) if isinstance(d, str) else d for d in df["run_dir"]]
-    kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints)
+    kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints, exp_path)
     write_results(df, results_dir)
     tables = _write_tables(df, results_dir)
     if cfg.folds:  # before finish: the parent run logs cv_results.csv and cv/*/
@@ -189,9 +189,10 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
     return outcome
 
 
-def _keep_checkpoints(df: pd.DataFrame, keep: int | None) -> tuple[dict[str, str], dict[str, str]]:
+def _keep_checkpoints(df: pd.DataFrame, keep: int | None, sweep_dir: str) -> tuple[dict[str, str], dict[str, str]]:
     """Delete best.pt of the finished (or diverged) trials outside the top ``keep`` by test dice_volume_mean
-    (None: keep all); everything else of their run directories stays. Returns (trial id -> kept best.pt,
+    (None: keep all); everything else of their run directories stays; only files inside ``sweep_dir`` are ever
+    deleted (results.csv is a file a user can edit). Returns (trial id -> kept best.pt,
     trial id -> why it has none). Unfinished trials are never touched: their checkpoint is how they resume."""
     from orchestrator.tracking.models import top_trials
 
@@ -204,7 +205,11 @@ def _keep_checkpoints(df: pd.DataFrame, keep: int | None) -> tuple[dict[str, str
             continue
         best = st.join(run_dir, "best.pt")
         if top is not None and tid not in top:
-            freed += st.delete_file(best)
+            try:
+                freed += st.delete_file(st.inside(best, sweep_dir))
+            except ValueError as e:  # an edited results.csv: never delete outside the sweep
+                log.warning("trial %s: %s; its checkpoint is left alone", tid, e)
+                continue
             pruned[tid] = why
         elif st.file_size(best) is not None:
             kept[tid] = best

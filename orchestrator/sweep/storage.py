@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from orchestrator import files
 from orchestrator.config import ConfigError
 from orchestrator.sweep.plan import TrialPlan
 
@@ -26,6 +27,17 @@ def resolve_storage(storage: str, workdir: Path) -> str:
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
+
+
+def inside(path: str, owner: str) -> str:
+    """``path`` if it lies strictly inside ``owner`` (local: links and ``..`` resolved; URI: same scheme and bucket,
+    no ``..`` segment); else ValueError naming both. What a sweep deletes is checked with it first."""
+    if not (is_uri(path) or is_uri(owner)):
+        return str(files.inside(path, owner))
+    parts = path.split("://", 1)[-1].split("/")
+    if is_uri(path) and is_uri(owner) and ".." not in parts and path.startswith(owner.rstrip("/") + "/"):
+        return path
+    raise ValueError(f"refusing to touch {path}: it is not inside the sweep directory {owner} that orch owns")
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:

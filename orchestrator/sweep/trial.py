@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from orchestrator.config import check_name
+from orchestrator.files import inside
 from orchestrator.sweep.plan import TrialPlan
 from orchestrator.sweep.results import epoch_metrics, final_metrics
 
@@ -50,7 +52,8 @@ def scratch_run_dir(spec: dict[str, Any], suffix: str = "") -> Path:
     """
     root = Path(os.environ.get(RUNS_ROOT_ENV) or Path(tempfile.gettempdir()) / "orch-runs")
     key = hashlib.sha1(f"{spec['storage']}/{spec['sweep']}".encode()).hexdigest()[:10]
-    run_dir = root / f"{spec['sweep']}-{key}" / (spec["trial_id"] + suffix)
+    sweep_dir = root / f"{check_name('sweep name', spec['sweep'])}-{key}"
+    run_dir = inside(sweep_dir / (check_name("trial_id", spec["trial_id"]) + suffix), sweep_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     return run_dir
@@ -135,7 +138,7 @@ def train_loop(spec: dict[str, Any], report: Callable[..., None], checkpoint, ra
         # for ResNet152). A trial restored from it finds result.json and returns at once.
         (run_dir / "last.pt").unlink(missing_ok=True)
     report(row, checkpoint=Checkpoint.from_directory(str(run_dir)) if rank == 0 else None)
-    shutil.rmtree(run_dir, ignore_errors=True)  # node-local scratch: persisted by the report above
+    shutil.rmtree(inside(run_dir, run_dir.parent), ignore_errors=True)  # node-local scratch: persisted above
     return row
 
 
