@@ -1,16 +1,19 @@
 """``orch evaluate PRED TRUTH``: score predicted masks laid out like LGG against a truth tree.
 
 Both trees hold ``<patient folder>/<folder>_<n>_mask.tif``; slices are matched by file name (so PRED may be a
-flat folder or a tree), grouped into patients by the truth file's folder. Truth masks are {0, 255} (or {0, 1});
-a predicted pixel is tumour when it is >= 128 in a uint8 {0..255} file (threshold 0.5), nonzero in a {0, 1}
-file, >= 0.5 in a float file. The metrics are ``orchestrator.metrics``: the same code as training.
+flat folder or a tree), grouped into patients by the truth file's folder. Predicted and truth masks alike must be
+integer or boolean with values {0, 255} or {0, 1}, as LGG's masks and ``orch predict``'s are (a nonzero pixel is
+tumour); float data (probabilities, NaN) or other values are an error naming the file, never guessed at.
+The metrics are ``orchestrator.metrics``: the same code as training.
+
+Both trees are walked with :func:`walk_tree`: symlinked folders are followed, each real folder once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +39,45 @@ class Evaluation:
     extra_predictions: int  # prediction files with no truth mask (ignored)
 
 
-def find_masks(root: str | os.PathLike) -> dict[str, Path]:
-    """``{file name: path}`` of every ``*_mask.tif`` under ``root``. A name seen twice (LGG copies often hold a
-    second identical ``kaggle_3m`` tree) is kept once: the first in sorted walk order."""
-    root = Path(root)
-    found: dict[str, Path] = {}
+def walk_tree(root: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``(folder, sorted file names)`` for ``root`` and every folder below it, in sorted order, each real folder once.
+
+    A symlinked folder is followed (a tree assembled from links to patients stored elsewhere works) unless its
+    target overlaps a folder this walk already covers: a link back to a folder above it (a loop, which would
+    otherwise repeat the tree until paths grow too long) or a second way into the same folders (its slices
+    would be read twice). Such a link is skipped with a warning naming it. ``root`` is resolved first (the folders
+    yielded lie under ``root.resolve()``), so that "already covered" compares real paths. Symlinked files are read
+    like files."""
+    root = root.resolve()
+    covered = [root]  # real roots of the trees walked: ``root`` and the target of every link followed
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
+        here = Path(dirpath)
+        keep = []
+        for name in sorted(dirnames):
+            link = here / name
+            if link.is_symlink():
+                target = link.resolve()
+                if here.resolve().is_relative_to(target):
+                    log.warning("symlink %s -> %s loops back to a folder above it: not followed", link, target)
+                    continue
+                if any(target.is_relative_to(c) or c.is_relative_to(target) for c in covered):
+                    log.warning("symlink %s -> %s leads into folders already read: skipped (each folder is read "
+                                "once)", link, target)
+                    continue
+                covered.append(target)
+            keep.append(name)
+        dirnames[:] = keep  # os.walk descends into exactly these, in this order
+        yield here, sorted(filenames)
+
+
+def find_masks(root: str | os.PathLike) -> dict[str, Path]:
+    """``{file name: path}`` of every ``*_mask.tif`` under ``root`` (walked by :func:`walk_tree`). A name seen
+    twice (LGG copies often hold a second identical ``kaggle_3m`` tree) is kept once: the first in walk order."""
+    found: dict[str, Path] = {}
+    for folder, filenames in walk_tree(Path(root)):
+        for name in filenames:
             if name.lower().endswith(MASK_SUFFIXES) and name not in found:
-                found[name] = Path(dirpath) / name
+                found[name] = folder / name
     return found
 
 
@@ -56,7 +88,11 @@ def _slice_key(path: Path) -> tuple[str, int]:
     return path.parent.name, int(number) if number.isdigit() else -1
 
 
+_EXPECTED = "masks must be integer or boolean with values 0/255 (or 0/1), like LGG's and orch predict's"
+
+
 def _read(path: Path, what: str) -> np.ndarray:
+    """The (H, W) bool mask in ``path``; ``EvaluateError`` naming the file for anything but a 0/255 or 0/1 mask."""
     arr, why, _ = read_tiff(path)
     if arr is None:
         raise EvaluateError(f"{what} mask {path} cannot be read ({why}); replace or re-write it")
@@ -64,13 +100,20 @@ def _read(path: Path, what: str) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim != 2:
         raise EvaluateError(f"{what} mask {path} has shape {arr.shape}; masks must be 2-D (H, W)")
-    return arr
-
-
-def _binary(arr: np.ndarray) -> np.ndarray:
-    if np.issubdtype(arr.dtype, np.floating):
-        return arr >= 0.5
-    return arr != 0 if arr.max(initial=0) <= 1 else arr >= 128
+    if arr.dtype == np.bool_:
+        return arr
+    if not np.issubdtype(arr.dtype, np.integer):
+        # float data is a probability map at best (and all-NaN reads as "no tumour" if compared): never guessed at
+        nans = int(np.isnan(arr).sum()) if np.issubdtype(arr.dtype, np.floating) else 0
+        nan = f", {nans} of {arr.size} pixels NaN" if nans else ""
+        raise EvaluateError(f"{what} mask {path} holds {arr.dtype} data{nan}; {_EXPECTED}: threshold it and "
+                            "write it as uint8 0/255")
+    values = np.unique(arr)  # sorted; one (H, W) slice, cheap
+    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):  # as data_prep.tiffs.check_mask
+        shown = ", ".join(str(v) for v in values[:8]) + (" ..." if len(values) > 8 else "")
+        raise EvaluateError(f"{what} mask {path} has values {{{shown}}}; {_EXPECTED}: re-write it with 0 for "
+                            "background and 255 for tumour")
+    return arr != 0
 
 
 def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
@@ -82,7 +125,8 @@ def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
     test patients' predictions against a whole ``kaggle_3m`` tree); their every slice must still be predicted.
 
     Raises ``EvaluateError`` for a missing folder, a truth tree without masks, missing predictions (all of
-    them are counted and the first few named), unreadable files or mismatched shapes."""
+    them are counted and the first few named), unreadable files, masks that are not integer/boolean 0/255 or 0/1
+    (float, NaN, stray values) or mismatched shapes."""
     pred, truth = Path(pred), Path(truth)
     for p, what in ((pred, "PRED"), (truth, "TRUTH")):
         if not p.is_dir():
@@ -112,7 +156,7 @@ def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
         if pixels is not None and t.size != pixels:
             raise EvaluateError(f"truth mask {truth_masks[name]} is {t.shape}; every slice must have one size")
         pixels = t.size
-        counts[i] = slice_counts_numpy(_binary(p)[None], (t != 0)[None])[0]
+        counts[i] = slice_counts_numpy(p[None], t[None])[0]
         patients.append(truth_masks[name].parent.name)
         if progress:
             progress(i + 1, len(names))

@@ -7,6 +7,10 @@ an MLflow model URI (``models:/name/1``, ``runs:/<id>/model``). INPUT is a folde
 OUT receives, per patient folder, ``<folder>/<stem>_<n>_mask.tif`` (uint8 {0, 255}, as LGG's masks),
 ``overlays/<folder>/<stem>_<n>.png`` for the slices with predicted tumour, and ``patients.csv`` (one row per
 patient: slices, tumour slices, tumour pixels). Files are written to temporary names and renamed into place.
+
+INPUT is resolved first (``tree/sub/..`` is ``tree``) and walked by :func:`orchestrator.evaluate.walk_tree`:
+symlinked folders are followed, each real folder once; a link that loops back or leads to folders already read
+is skipped with a warning naming it. Every output folder is checked to lie inside OUT before anything is written.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from PIL import Image
 
 from data_prep.tiffs import check_image, read_tiff
+from orchestrator.evaluate import walk_tree
 from orchestrator.files import atomic_write
 from orchestrator.postprocess import remove_small_components, scaled_min_voxels
 
@@ -48,30 +53,52 @@ def find_slices(root: str | os.PathLike, patients: tuple[str, ...] = ()) -> list
     """Every folder under ``root`` (itself included) holding ``<stem>_<n>.tif`` images; masks are skipped.
 
     ``patients`` keeps only folders whose name starts with one of these ids (``TCGA_DU_5853``). Slices are sorted
-    numerically (``_2`` before ``_10``)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise PredictError(f"INPUT {root} is not a folder: pass a patient folder of ..._<n>.tif slices or a tree of them")
+    numerically (``_2`` before ``_10``). ``root`` is resolved before any name is derived from it (``sub/..`` would
+    otherwise name a folder ``..``); two folders of one name get their path below ``root`` joined by ``_``."""
+    given = Path(root)
+    if not given.is_dir():
+        raise PredictError(f"INPUT {given} is not a folder: pass a patient folder of ..._<n>.tif slices or a tree of them")
+    root = given.resolve()
     found: dict[Path, list[tuple[int, str, Path]]] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        if patients and not Path(dirpath).name.startswith(patients):
+    for folder, filenames in walk_tree(root):
+        if patients and not folder.name.startswith(patients):
             continue
         for name in filenames:
             m = _SLICE.match(name)
             if m:  # ``..._<n>_mask.tif`` does not match: the number must come right before the suffix
-                found.setdefault(Path(dirpath), []).append((int(m.group("n")), m.group("stem"), Path(dirpath) / name))
+                found.setdefault(folder, []).append((int(m.group("n")), m.group("stem"), folder / name))
     if not found:
         which = f" of patient(s) {', '.join(patients)}" if patients else ""
-        raise PredictError(f"INPUT {root} holds no slice images{which} named <stem>_<n>.tif; "
+        raise PredictError(f"INPUT {given} holds no slice images{which} named <stem>_<n>.tif; "
                            "point it at an LGG patient folder or a kaggle_3m tree")
-    out = []
+    out: list[PatientSlices] = []
+    taken: set[str] = set()
     for folder, items in sorted(found.items()):
         items.sort()
-        seen_folders = {p.folder for p in out}
-        name = folder.name if folder.name not in seen_folders else str(folder.relative_to(root)).replace(os.sep, "_")
+        name = folder.name
+        if name in taken:
+            name = "_".join(folder.relative_to(root).parts)
+        base, k = name, 2
+        while name in taken:  # ``a/X`` beside a real folder ``a_X``: never two patients in one output folder
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
         out.append(PatientSlices(name, items[0][1], [n for n, _, _ in items], [p for _, _, p in items]))
     return out
+
+
+def output_dir(out: Path, *parts: str) -> Path:
+    """The real path of ``out/parts...``, checked to lie inside OUT (``PredictError`` naming it otherwise).
+
+    The folder is resolved, not the file: a mask is written to a temporary name in its folder and renamed onto
+    its final name, which replaces a symlink there rather than writing through it. File names come from
+    directory listings and so hold no separator."""
+    real_out = out.resolve()
+    path = out.joinpath(*parts)
+    real = path.resolve()
+    if not real.is_relative_to(real_out):
+        raise PredictError(f"output folder {path} would lie outside OUT {out} (it resolves to {real}): "
+                           "remove the symlink or the '..' that leads out of OUT, or choose another OUT")
+    return real
 
 
 @dataclass
@@ -143,16 +170,17 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
     from orchestrator.training import predict_masks
     from orchestrator.training.results import write_csv
 
-    found = find_slices(input_dir, patients)  # validate INPUT before loading a model or writing anything
+    out = Path(out_dir)
+    found = find_slices(input_dir, patients)  # validate INPUT and OUT before loading a model or writing anything
+    dirs = [(output_dir(out, p.folder), output_dir(out, "overlays", p.folder)) for p in found]
     resolved = resolve_model(model_spec)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    out = Path(out_dir)
     log.info("predicting %d patient folders with %s on %s", len(found), resolved.described, dev)
     rows = []
-    for i, patient in enumerate(found):
+    for i, (patient, (mask_dir, overlay_dir)) in enumerate(zip(found, dirs)):
         images = _read_images(patient)
         prob = predict_masks(resolved.model, images, dev, image_size=resolved.image_size, batch_size=batch_size,
                              amp_dtype=amp, tta=resolved.tta)
@@ -161,10 +189,10 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
         masks = masks.astype(np.uint8)
         for n, image, mask in zip(patient.numbers, images, masks):
             name = f"{patient.stem}_{n}"
-            atomic_write(out / patient.folder / f"{name}_mask.tif",
+            atomic_write(mask_dir / f"{name}_mask.tif",
                           lambda t, m=mask: tifffile.imwrite(t, m * np.uint8(255), photometric="minisblack"))
             if overlays and mask.any():
-                atomic_write(out / "overlays" / patient.folder / f"{name}.png",
+                atomic_write(overlay_dir / f"{name}.png",
                               lambda t, im=image, m=mask: _overlay(im, m).save(t, format="PNG"))
         rows.append({"patient": patient.folder, "slices": len(masks),
                      "tumour_slices": int(masks.any(axis=(1, 2)).sum()), "tumour_pixels": int(masks.sum())})

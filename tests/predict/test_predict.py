@@ -4,30 +4,14 @@ reproduces a run's test metrics; bad MODEL / INPUT give clear errors and write n
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
 
-from data_prep import PrepOptions, PreparedData, make_synthetic, prepare
+from data_prep import PreparedData
 from orchestrator.cli import main
-from orchestrator.config import TrainConfig
-from orchestrator.training import fit
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny resnet18 run at full 256 px (so predict and the run's own test pass see the same pixels)."""
-    root = tmp_path_factory.mktemp("predict")
-    source = make_synthetic(root / "src", patients=5, seed=11, min_slices=20, max_slices=22)
-    prepare(root / "src", root / "prep", PrepOptions(workers=1, val_frac=0.2, test_frac=0.2))
-    # TTA and post-processing on: predict must evaluate the way the run did, or the round trip below breaks
-    cfg = TrainConfig(encoder="resnet18", epochs=1, batch_size=4, max_steps=2, lr=1e-3, device="cpu", seed=1,
-                      eval_batch_size=16, cuda_graph="off", tta=True, min_component=50)
-    result = fit(cfg, root / "prep", root / "run")
-    return root, Path(source), result
 
 
 def test_predict_then_evaluate_reproduces_the_runs_test_metrics(trained, tmp_path):
@@ -61,7 +45,7 @@ def test_overlays_are_written_for_slices_with_predicted_tumour(trained, tmp_path
     root, source, _ = trained
     from orchestrator.predict import predict_tree
 
-    folder = sorted(p for p in source.iterdir() if p.is_dir())[0]
+    folder = min(p for p in source.iterdir() if p.is_dir())
     rows = predict_tree(str(root / "run" / "best.pt"), folder, tmp_path / "o", device="cpu", threshold=1e-6)
     overlays = sorted((tmp_path / "o" / "overlays" / folder.name).glob("*.png"))
     assert rows[0]["tumour_slices"] == len(overlays) > 0  # threshold ~0: every slice holds "tumour"
@@ -105,7 +89,7 @@ def test_an_mlflow_model_uri_predicts_like_its_checkpoint(trained, tmp_path, mon
     client.log_param(run.info.run_id, "image_size", "None")
     model_id = log_model_from_checkpoint(uri, run.info.run_id, root / "run" / "best.pt")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    folder = sorted(p for p in source.iterdir() if p.is_dir())[0]
+    folder = min(p for p in source.iterdir() if p.is_dir())
     from_uri = predict_tree(f"models:/{model_id}", folder, tmp_path / "a", device="cpu", overlays=False)
     from_ckpt = predict_tree(str(root / "run" / "best.pt"), folder, tmp_path / "b", device="cpu", overlays=False)
     assert from_uri == from_ckpt
