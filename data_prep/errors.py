@@ -19,8 +19,9 @@ class Problem:
     """One thing wrong with the source: ``path`` (file or folder), ``problem`` (what), ``action`` (what to do).
 
     ``scope`` says what ``--skip-invalid`` drops because of it: ``"slice"`` (one image/mask pair), ``"patient"``
-    (a whole patient folder) or ``"csv"`` (a row or the whole of data.csv; images are never dropped for it).
-    ``patient`` and ``slice`` locate it; ``slice`` is None for patient- and csv-level problems.
+    (a whole patient folder), ``"csv"`` (a row or the whole of data.csv; images are never dropped for it) or
+    ``"file"`` (only the named file or link, which belongs to no slice).
+    ``patient`` and ``slice`` locate it; ``slice`` is None where no slice number is known.
     """
 
     path: str

@@ -3,10 +3,13 @@
 The real public copies hold ``kaggle_3m/`` (sometimes twice: ``kaggle_3m/`` and
 ``lgg-mri-segmentation/kaggle_3m/``), a ``data.csv`` per copy, and stray ``README.md`` / ``.DS_Store`` files.
 Slices are numbered 1..N; they are sorted numerically (``_2`` before ``_10``), never lexically.
+Walks never follow a symlinked folder (so a link cannot loop the walk); a link that loops or points nowhere is a
+listed problem, not a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -73,27 +76,59 @@ def patient_id(folder_name: str) -> str:
     return "_".join(folder_name.split("_")[:3])
 
 
+def _broken_link(path: str) -> str | None:
+    """What is wrong with ``path`` when it is a symlink that cannot be followed (a loop, a missing target)."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink that loops (it leads back to itself)"
+        return f"a symlink whose target cannot be reached ({e.strerror or e}: {os.readlink(path)})"
+    return None
+
+
+_FIX_LINK = "remove the link or point it at the real file or folder"
+
+
 def discover(source: str | os.PathLike) -> Layout:
     """Walk ``source`` (a ``kaggle_3m`` folder or any parent of it) and list patients, slices and data.csv."""
     root = Path(source)
+    why = _broken_link(str(root))
+    if why:
+        raise PrepError(f"source {root} is {why}: pass the real kaggle_3m folder (or a folder above it)")
     if not root.exists():
         raise PrepError(f"source {root} does not exist: pass the kaggle_3m folder (or a folder above it)")
     if not root.is_dir():
         raise PrepError(f"source {root} is not a folder: pass the kaggle_3m folder (or a folder above it)")
     folders: list[Path] = []
     csvs: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    lay = Layout(root=root, patients=[], csv_path=None)
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: a linked folder is never entered
         dirnames.sort()
         here = Path(dirpath)
         keep = []
         for d in dirnames:
             if PATIENT_DIR_RE.match(d):
-                folders.append(here / d)  # a patient folder: don't descend into it
-            elif not d.startswith(".") and d != "__MACOSX":  # macOS zip residue mirrors the tree
+                folders.append(here / d)  # a patient folder (linked or not): scanned, never walked into
+            elif d.startswith(".") or d == "__MACOSX":  # macOS zip residue mirrors the tree
+                continue
+            elif os.path.islink(here / d):
+                lay.warnings.append(f"{here / d}: a symlink to a folder; not followed (links could loop the walk): "
+                                    "pass the real folder as SOURCE if it holds data")
+            else:
                 keep.append(d)
         dirnames[:] = keep
-        csvs += [here / f for f in filenames if f == CSV_NAME]
-    lay = Layout(root=root, patients=[], csv_path=None)
+        for f in sorted(filenames):
+            why = _broken_link(str(here / f))  # os.walk lists a looping or dangling link as a file
+            if why:
+                pid = patient_id(f) if PATIENT_DIR_RE.match(f) else None
+                lay.problems.append(Problem(str(here / f), why, _FIX_LINK,
+                                            scope="patient" if pid else "csv" if f == CSV_NAME else "file",
+                                            patient=pid))
+            elif f == CSV_NAME:
+                csvs.append(here / f)
     chosen = _dedupe_folders(folders, lay)
     for folder in chosen:
         lay.patients.append(_scan_patient(folder, lay))
@@ -107,8 +142,15 @@ def discover(source: str | os.PathLike) -> Layout:
     return lay
 
 
+def _is_file(e: os.DirEntry) -> bool:
+    try:
+        return e.is_file()
+    except OSError:  # a looping link: reported by _scan_patient
+        return False
+
+
 def _listing(folder: Path) -> list[tuple[str, int]]:
-    return sorted((e.name, e.stat().st_size) for e in os.scandir(folder) if e.is_file() and not _ignored(e.name))
+    return sorted((e.name, e.stat().st_size) for e in os.scandir(folder) if _is_file(e) and not _ignored(e.name))
 
 
 def _dedupe_folders(folders: list[Path], lay: Layout) -> list[Path]:
@@ -139,21 +181,38 @@ def _scan_patient(folder: Path, lay: Layout) -> PatientSource:
     pat = PatientSource(patient_id(folder.name), m.group(1), folder)
     images: dict[int, Path] = {}
     masks: dict[int, Path] = {}
+    expected = f"expected {folder.name}_<n>.tif (image) or {folder.name}_<n>_mask.tif (its mask), n = 1, 2, ..."
     for e in sorted(os.scandir(folder), key=lambda e: e.name):
         name = e.name
+        sm = _SLICE_RE.match(name)
+        why = _broken_link(e.path)
+        if why:
+            n = int(sm.group("n")) if sm and sm.group("stem") == folder.name else None
+            lay.problems.append(Problem(e.path, why, _FIX_LINK, scope="file" if n is None else "slice",
+                                        patient=pat.patient, slice=n))
+            continue
         if _ignored(name) or e.is_dir():
             if not e.is_dir():
                 lay.ignored.append(e.path)
             continue
-        sm = _SLICE_RE.match(name)
+        own_name = name.startswith((f"{folder.name}_", f"{folder.name}."))
+        if own_name and name.lower().endswith((".tif", ".tiff")) and (sm is None or sm.group("stem") != folder.name):
+            # TCGA_CS_4941_19960909_.tif, ..._abc.tif, ...19960909.tif, ..._mask.tif: the slice number is missing
+            lay.problems.append(Problem(e.path, f"no slice number in the file name: {expected}",
+                                        "rename it with its slice number, or move it out of the patient folder",
+                                        scope="file", patient=pat.patient))
+            continue
         if sm is None:
             lay.ignored.append(e.path)
             lay.warnings.append(f"{e.path}: not a slice or mask file name; ignored")
             continue
         if sm.group("stem") != folder.name:
-            lay.problems.append(Problem(
-                e.path, f"file is named for another scan than its folder {folder.name}",
-                "move it into its own patient folder or delete it", patient=pat.patient, slice=int(sm.group("n"))))
+            stem = sm.group("stem")
+            what = (f"file is named for another scan ({stem}) than its folder {folder.name}"
+                    if PATIENT_DIR_RE.match(stem) else
+                    f"file name does not start with its folder's name {folder.name}: {expected}")
+            lay.problems.append(Problem(e.path, what, "move it into its own patient folder, rename it, or delete it",
+                                        patient=pat.patient, slice=int(sm.group("n"))))
             continue
         (masks if sm.group("mask") else images)[int(sm.group("n"))] = Path(e.path)
     for n in sorted(set(images) | set(masks)):  # numeric order: 2 before 10

@@ -4,10 +4,14 @@ Columns are integer codes except ``age_at_initial_pathologic`` (numeric). Missin
 Cleaning: mode for categorical codes (smallest code on ties, so it is deterministic), median (or mean) for
 numeric columns; rows missing more than a threshold fraction of fields are flagged ``incomplete``. Statistics
 come from every data.csv row. Images are never dropped because of their metadata.
+
+The header fixes the columns: a row with more or fewer fields than the header is one problem naming its line (a
+parser that guessed would shift every value of the file by a column), and ``--skip-invalid`` drops that row only.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -24,6 +28,47 @@ NUMERIC_FILLS = ("median", "mean")
 _FIX_CSV = "correct or empty the field in data.csv"
 
 
+def _read_rows(path: Path, problems: list[Problem]) -> tuple[list[str], list[int], list[list[str]]] | None:
+    """``(header, line numbers, rows)`` of data.csv, keeping only rows with the header's field count (a problem
+    for each other row); None (and a problem) when the file cannot be read as CSV at all."""
+    header: list[str] | None = None
+    lines: list[int] = []
+    rows: list[list[str]] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            start = 1
+            for fields in reader:
+                line, start = start, reader.line_num + 1
+                if not fields:  # a blank line
+                    continue
+                if header is None:
+                    header = fields
+                elif len(fields) == len(header):
+                    lines.append(line)
+                    rows.append(fields)
+                else:
+                    pid = fields[0].strip() or None
+                    problems.append(Problem(
+                        str(path), f"line {line}{f' ({pid})' if pid else ''}: {len(fields)} fields, but the header "
+                        f"has {len(header)} (a stray or missing comma would shift every value after it)",
+                        f"make the row {len(header)} fields long, matching the header, or delete it", scope="csv",
+                        patient=pid))
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        problems.append(Problem(str(path), f"not a readable CSV ({e})", "restore the dataset's data.csv",
+                                scope="csv"))
+        return None
+    if header is None:
+        problems.append(Problem(str(path), "empty file: no header", "restore the dataset's data.csv", scope="csv"))
+        return None
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        problems.append(Problem(str(path), f"column(s) named twice in the header: {', '.join(dupes)}",
+                                "restore the dataset's data.csv header", scope="csv"))
+        return None
+    return header, lines, rows
+
+
 def read_csv(path: Path | None) -> tuple[pd.DataFrame, list[Problem], list[str]]:
     """Parse and check data.csv. Returns ``(raw, problems, warnings)``; ``raw`` has one row per valid Patient,
     codes as nullable ``Int64`` and numeric columns as ``Float64``; bad fields are left missing in ``raw``.
@@ -33,12 +78,11 @@ def read_csv(path: Path | None) -> tuple[pd.DataFrame, list[Problem], list[str]]
     if path is None:
         return pd.DataFrame({c: pd.Series(dtype="string" if c == "Patient" else "Float64") for c in CSV_COLUMNS}), \
             problems, warnings
-    try:
-        text = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        problems.append(Problem(str(path), f"not a readable CSV ({e})", "restore the dataset's data.csv",
-                                scope="csv"))
+    parsed = _read_rows(path, problems)
+    if parsed is None:
         return read_csv(None)[0], problems, warnings
+    header, lines, rows = parsed
+    text = pd.DataFrame(rows, columns=header, dtype=object)
     if "Patient" not in text.columns:
         problems.append(Problem(str(path), f"no 'Patient' column (header: {', '.join(text.columns[:6])} ...)",
                                 "restore the dataset's data.csv header", scope="csv"))
@@ -59,16 +103,17 @@ def read_csv(path: Path | None) -> tuple[pd.DataFrame, list[Problem], list[str]]
         for i in np.flatnonzero(bad.to_numpy()):
             pid = raw["Patient"].iloc[i]
             kind = "a number" if numeric else "an integer code"
-            problems.append(Problem(str(path), f"row {i + 2} ({pid}), column {col}: {text[col].iloc[i]!r} is not "
-                                    f"{kind}", _FIX_CSV, scope="csv", patient=pid))
+            problems.append(Problem(str(path), f"line {lines[i]} ({pid}), column {col}: {text[col].iloc[i]!r} is "
+                                    f"not {kind}", _FIX_CSV, scope="csv", patient=pid))
         raw[col] = vals.astype("Float64" if numeric else "Int64")
     empty = raw["Patient"].fillna("").eq("")
     for i in np.flatnonzero(empty.to_numpy()):
-        problems.append(Problem(str(path), f"row {i + 2}: empty Patient id", "fill in or delete the row", scope="csv"))
+        problems.append(Problem(str(path), f"line {lines[i]}: empty Patient id", "fill in or delete the row",
+                                scope="csv"))
     dup = raw["Patient"].duplicated(keep="first") & ~empty
     for i in np.flatnonzero(dup.to_numpy()):
         pid = raw["Patient"].iloc[i]
-        problems.append(Problem(str(path), f"row {i + 2}: duplicate Patient id {pid}",
+        problems.append(Problem(str(path), f"line {lines[i]}: duplicate Patient id {pid}",
                                 "keep one row per patient in data.csv", scope="csv", patient=pid))
     raw = raw[~dup & ~empty].reset_index(drop=True)
     return raw, problems, warnings

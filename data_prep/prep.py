@@ -7,12 +7,14 @@ Two passes over the source, both parallel over patients:
    the same content and verifies; then the metadata tables, and the manifest last.
 
 Every file lands by temp file + rename, so a run killed at any moment (kill -9) leaves either nothing or
-complete shards; the next run reuses those and produces byte-identical output.
+complete shards; the next run reuses those and produces byte-identical output. OUT is locked for the whole run,
+and only files orch wrote there are ever replaced or removed (:mod:`data_prep.outdir`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,8 +28,11 @@ from typing import Callable
 import numpy as np
 
 from data_prep import metadata as md
+from data_prep import outdir
+from data_prep.atomic import atomic_write
 from data_prep.errors import PrepError, Problem, ValidationFailed
 from data_prep.layout import PatientSource, discover
+from data_prep.outdir import MANIFEST, METADATA, METADATA_RAW
 from data_prep.shards import (FORMAT_VERSION, SHARD_DIR, check_compression, check_shard, file_sha256, shard_name,
                               write_shard)
 from data_prep.split import split_patients, split_sizes
@@ -35,17 +40,13 @@ from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE, load_slice, slice_digest
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-METADATA = "metadata.parquet"
-METADATA_RAW = "metadata_raw.parquet"
-
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as patients finish ("validate", then "write")."""
 
 
 @dataclass(frozen=True)
 class PrepOptions:
-    """Everything that shapes a prep run. Output depends on all fields except ``workers``."""
+    """Everything that shapes a prep run. Output depends on all fields except ``workers`` and ``force``."""
 
     val_frac: float = 0.1
     test_frac: float = 0.1
@@ -56,6 +57,7 @@ class PrepOptions:
     numeric_fill: str = "median"  # or "mean", for numeric metadata columns
     compression: str = "lzf"  # or "gzip" (with compression_level); see BENCHMARKS.md "Data prep"
     compression_level: int | None = None
+    force: bool = False  # OUT may hold files orch did not write: write beside them (they are never touched)
 
     def check(self) -> None:
         """Raise ValueError naming the bad field and its valid values."""
@@ -152,10 +154,12 @@ def _run(fn: Callable, tasks: list[tuple], workers: int, stage: str, progress: P
     return results
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def _resolve(path: str | os.PathLike, what: str) -> Path:
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise PrepError(f"{what} {path}: cannot be resolved ({e}); a symlink on the way loops or is broken: "
+                        "pass the real folder") from e
 
 
 def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOptions | None = None,
@@ -165,15 +169,32 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     ``overrides`` are :class:`PrepOptions` fields (``prepare(src, out, workers=1)``). Raises
     :class:`~data_prep.errors.ValidationFailed` listing every problem (and writes nothing) unless
     ``skip_invalid``, which instead leaves the bad slices out and records them in ``manifest["excluded"]``.
+    Raises :class:`~data_prep.errors.PrepError` before any work when OUT holds files orch did not write (unless
+    ``force``) or another prep is writing it.
     """
     try:
         opts = dataclasses.replace(options or PrepOptions(), **overrides)
         opts.check()
     except (TypeError, ValueError) as e:
         raise PrepError(str(e)) from e
-    source, out = Path(source).resolve(), Path(out).resolve()
+    source, out = _resolve(source, "source"), _resolve(out, "OUT")
     if out.exists() and not out.is_dir():
         raise PrepError(f"OUT {out} exists and is not a folder: choose a new or existing folder for the output")
+    with contextlib.ExitStack() as stack:
+        found = outdir.survey(out)
+        # OUT already orch's (or being made so: the lock file comes first): lock now, so that a concurrent run is
+        # refused before minutes of validation and what is seen is not another run's work in progress.
+        locked = found.kind == "orch" or (out / outdir.LOCK).exists()
+        if locked:
+            stack.enter_context(outdir.hold_lock(out))
+            found = outdir.survey(out)
+        outdir.check_usable(found, opts.force)
+        outdir.check_conflicts(found, [METADATA_RAW, METADATA, MANIFEST])  # the shards' names come with the source
+        return _prepare(source, out, opts, progress, stack, locked)
+
+
+def _prepare(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn | None, stack: contextlib.ExitStack,
+             locked: bool) -> dict:
     lay = discover(source)
     raw, csv_problems, csv_warnings = md.read_csv(lay.csv_path)
     salt = f"v{FORMAT_VERSION}:{opts.compression}:{opts.compression_level}"
@@ -201,25 +222,32 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
     split = split_patients([(p.patient, p.institution) for p, _ in kept], opts.val_frac, opts.test_frac,
                            opts.split_seed)
 
-    # ---- pass 2: write. Only now is OUT touched.
-    shard_dir = out / SHARD_DIR
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    # ---- pass 2: write. Only now is OUT touched, under its lock, and only files orch wrote are replaced.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepError(f"cannot create OUT {out} ({e.strerror or e}): choose a folder you can write") from e
+    if not locked:
+        stack.enter_context(outdir.hold_lock(out))
+    found = outdir.survey(out)  # again, under the lock: what another run may have left meanwhile
+    outdir.check_usable(found, opts.force)
+    shard_files = [f"{SHARD_DIR}/{shard_name(p.patient)}" for p, _ in kept]
+    planned = [*shard_files, METADATA_RAW, METADATA, MANIFEST]
+    outdir.check_conflicts(found, planned)
+    outdir.write_journal(out, (found.owned - {outdir.JOURNAL}) | set(planned))  # before anything changes
+    (out / SHARD_DIR).mkdir(exist_ok=True)
     old = _read_old_manifest(out)
-    for stale in shard_dir.glob("*.tmp"):
-        stale.unlink()
+    outdir.remove_temps(found, planned)
     tasks = []
-    for pat, scan in kept:
-        path = shard_dir / shard_name(pat.patient)
-        tasks.append((pat, scan.good, scan.digest, path, old.get(f"{SHARD_DIR}/{path.name}"),
-                      opts.compression, opts.compression_level))
+    for (pat, scan), rel in zip(kept, shard_files):
+        tasks.append((pat, scan.good, scan.digest, out / rel, old.get(rel), opts.compression,
+                      opts.compression_level))
     built = _run(_build, tasks, opts.workers, "write", progress)
-    wanted = {shard_name(p.patient) for p, _ in kept}
-    for f in shard_dir.glob("*.h5"):
-        if f.name not in wanted:
-            f.unlink()
+    for rel in outdir.remove_stale(found, shard_files):
+        log.info("removed %s: its patient is no longer prepared", rel)
 
-    _atomic_write(out / METADATA_RAW, lambda t: raw.to_parquet(t, index=False))
-    _atomic_write(out / METADATA, lambda t: table.to_parquet(t, index=False))
+    atomic_write(out / METADATA_RAW, lambda t: raw.to_parquet(t, index=False))
+    atomic_write(out / METADATA, lambda t: table.to_parquet(t, index=False))
     shards = []
     for (pat, scan), b in zip(kept, built):
         shards.append({"file": f"{SHARD_DIR}/{shard_name(pat.patient)}", "sha256": b["sha256"],
@@ -252,7 +280,8 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
                     "chunks": "one slice per chunk", "fletcher32": True},
         "bytes_out": sum(s["bytes"] for s in shards),
     }
-    _atomic_write(out / MANIFEST, lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
+    atomic_write(out / MANIFEST, lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
+    outdir.write_journal(out, planned)
     reused = sum(b["reused"] for b in built)
     log.info("prepared %d patients (%d shards reused) into %s", len(kept), reused, out)
     return manifest
@@ -260,13 +289,15 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
 
 def _read_old_manifest(out: Path) -> dict[str, str]:
     """``{shard file: sha256}`` of a previous complete run in ``out``, then remove that manifest: from here on the
-    shards may change, and a manifest must never describe shards it does not match."""
+    shards may change, and a manifest must never describe shards it does not match. (Only called once
+    :func:`outdir.check_conflicts` has made sure a manifest there is orch's.)"""
     path = out / MANIFEST
     if not path.exists():
         return {}
     try:
-        old = {s["file"]: s["sha256"] for s in json.loads(path.read_text()).get("shards", [])}
-    except (ValueError, KeyError, TypeError):
+        old = {s["file"]: s["sha256"] for s in json.loads(path.read_text()).get("shards", [])
+               if isinstance(s.get("file"), str) and isinstance(s.get("sha256"), str)}
+    except (ValueError, KeyError, TypeError, AttributeError):
         old = {}
     path.unlink()
     return old

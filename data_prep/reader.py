@@ -2,6 +2,8 @@
 
 Lazy and fork-safe: nothing is opened in ``__init__`` except the manifest JSON; every ``load`` opens the shards
 it needs and closes them, so a ``PreparedData`` can be pickled into Ray workers or used after ``fork``.
+The manifest is checked when opened (every field this module reads, every path inside the directory), so an
+edited or foreign manifest is one clear error naming the field, never a KeyError or a read outside the directory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.errors import DamagedShards, PrepError
+from data_prep.outdir import METADATA, METADATA_RAW, safe_relative
 from data_prep.shards import FORMAT_VERSION, check_shard, read_shard_into
 
 log = logging.getLogger(__name__)
@@ -63,13 +66,15 @@ class PreparedData:
             raise PrepError(f"{path} not found: {self.root} is not a prepared data directory ({hint})")
         try:
             self.manifest: dict = json.loads(path.read_text())
-        except ValueError as e:
-            raise PrepError(f"{path} is not valid JSON ({e}): rerun `orch prep SOURCE {self.root}`") from e
+        except (ValueError, OSError) as e:
+            raise PrepError(f"{path} cannot be read as JSON ({e}): rerun `orch prep SOURCE {self.root}`") from e
+        if not isinstance(self.manifest, dict):
+            raise PrepError(f"{path} is not an orch manifest (a JSON object): rerun `orch prep SOURCE {self.root}`")
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise PrepError(f"{path}: format_version {self.manifest.get('format_version')} is not "
                             f"{FORMAT_VERSION}; rerun `orch prep SOURCE {self.root}` with this version of orch")
         # format 1: one shard per patient
-        self._shard_of = {s["patients"][0]: s for s in self.manifest["shards"]}
+        self._shard_of = _check_manifest(self.manifest, path, self.root)
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -131,8 +136,9 @@ class PreparedData:
         ``all_rows=True`` adds the data.csv rows that have no images (``has_images`` False); ``raw=True``
         gives data.csv as read, before imputation (missing values as ``<NA>``).
         """
-        meta = self.manifest["metadata"]
-        table = pd.read_parquet(self.root / (meta["raw_file"] if raw else meta["file"]))
+        meta = self.manifest.get("metadata") or {}
+        name = meta.get("raw_file", METADATA_RAW) if raw else meta.get("file", METADATA)
+        table = pd.read_parquet(self.root / name)
         if not all_rows:
             table = table[table["Patient"].isin(set(self._shard_of))].reset_index(drop=True)
         return table
@@ -148,6 +154,61 @@ class PreparedData:
             if progress:
                 progress("verify", i + 1, len(shards))
         return bad
+
+
+def _check_manifest(m: dict, path: Path, root: Path) -> dict[str, dict]:
+    """Check every manifest field the reader uses; ``{patient: shard entry}``. Raise PrepError naming the field."""
+    def bad(field: str, what: str) -> PrepError:
+        return PrepError(f"{path}: {field} {what}. This manifest was edited or not written by orch prep: rerun "
+                         f"`orch prep SOURCE {root}` to rewrite it")
+
+    for key in ("patients", "slices"):
+        if not isinstance(m.get(key), int):
+            raise bad(f"'{key}'", "is missing or not a number")
+    shards = m.get("shards")
+    if not isinstance(shards, list):
+        raise bad("'shards'", "is missing or not a list")
+    shard_of: dict[str, dict] = {}
+    for i, s in enumerate(shards):
+        where = f"shards[{i}]"
+        if not isinstance(s, dict):
+            raise bad(where, "is not an object")
+        if not safe_relative(s.get("file")):
+            raise bad(f"{where}.file", f"{s.get('file')!r} is not a path inside {root} (it must be relative, "
+                                       "without '..')")
+        if not isinstance(s.get("sha256"), str):
+            raise bad(f"{where}.sha256", "is missing")
+        if not isinstance(s.get("slices"), int) or s["slices"] < 0:
+            raise bad(f"{where}.slices", f"{s.get('slices')!r} is not a slice count")
+        pats = s.get("patients")
+        if not isinstance(pats, list) or len(pats) != 1 or not isinstance(pats[0], str):
+            raise bad(f"{where}.patients", f"{pats!r} is not one patient id (format {FORMAT_VERSION}: one shard "
+                                           "per patient)")
+        if pats[0] in shard_of:
+            raise bad(f"{where}.patients", f"names {pats[0]}, which another shard holds too")
+        shard_of[pats[0]] = s
+    split = m.get("split")
+    if not isinstance(split, dict):
+        raise bad("'split'", "is missing or not an object")
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        ids = split.get(name)
+        if not isinstance(ids, list) or not all(isinstance(p, str) for p in ids):
+            raise bad(f"split.{name}", "is missing or not a list of patient ids")
+        unknown = [p for p in ids if p not in shard_of]
+        if unknown:
+            raise bad(f"split.{name}", f"names patient(s) that no shard holds: {', '.join(unknown[:5])}")
+        twice = [p for p in ids if p in seen]
+        if twice:
+            raise bad(f"split.{name}", f"names patient(s) already in split.{seen[twice[0]]}: {', '.join(twice[:5])}")
+        seen.update((p, name) for p in ids)
+    meta = m.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise bad("'metadata'", "is not an object")
+    for key in ("file", "raw_file"):
+        if key in meta and not safe_relative(meta[key]):
+            raise bad(f"metadata.{key}", f"{meta[key]!r} is not a path inside {root}")
+    return shard_of
 
 
 def _read(path: Path, image: np.ndarray, mask: np.ndarray, slices: np.ndarray) -> None:

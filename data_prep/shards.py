@@ -9,7 +9,8 @@ One shard per patient, ``OUT/shards/<patient>.h5``::
     attrs: format_version, patient, fingerprint (sha256 of the source content the shard was built from)
 
 Shards are byte-deterministic (no timestamps: ``track_times=False``; fixed library version bounds), written to a
-temporary file, flushed to disk and renamed into place, so a shard at its final name is always complete.
+temporary file unique to the writing process, flushed to disk and renamed into place, so a shard at its final name
+is always complete.
 Metadata blocks carry HDF5's own checksums (libver v110) and data chunks fletcher32, so damage is detectable
 without the manifest; the manifest's sha256 catches everything else.
 """
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from data_prep.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +56,37 @@ def _filters(compression: str, level: int | None) -> dict:
 
 def write_shard(path: Path, patient: str, slices: np.ndarray, images: np.ndarray, masks: np.ndarray,
                 fingerprint: str, compression: str = "lzf", level: int | None = None) -> None:
-    """Write one patient's shard atomically: ``path.tmp`` -> fsync -> rename to ``path``.
+    """Write one patient's shard atomically: a unique temporary file -> fsync -> rename to ``path``.
 
     ``images`` (N, 256, 256, 3) uint8, ``masks`` (N, 256, 256) uint8 {0,1}, ``slices`` (N,) int.
     """
     n = len(slices)
-    tmp = path.with_name(path.name + ".tmp")
     filt = _filters(compression, level)
-    with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as f:
-        f.create_dataset("image", data=images, chunks=(1, *images.shape[1:]), **filt)
-        f.create_dataset("mask", data=masks, chunks=(1, *masks.shape[1:]), **filt)
-        f.create_dataset("patient", data=np.array([patient] * n, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"), track_times=False)
-        f.create_dataset("slice", data=np.asarray(slices, dtype=np.int32), track_times=False)
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["patient"] = patient
-        f.attrs["fingerprint"] = fingerprint
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as f:
+            f.create_dataset("image", data=images, chunks=(1, *images.shape[1:]), **filt)
+            f.create_dataset("mask", data=masks, chunks=(1, *masks.shape[1:]), **filt)
+            f.create_dataset("patient", data=np.array([patient] * n, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"), track_times=False)
+            f.create_dataset("slice", data=np.asarray(slices, dtype=np.int32), track_times=False)
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["patient"] = patient
+            f.attrs["fingerprint"] = fingerprint
+
+    atomic_write(path, write, fsync=True)
+
+
+def is_orch_shard(path: Path) -> bool:
+    """True when ``path`` is a shard ``orch prep`` wrote (HDF5 whose attributes name this format and the
+    patient its file name says; the data are not read). Used to recognise a prep that stopped before its
+    manifest, and to make sure only orch's own files are ever replaced or removed."""
+    try:
+        with h5py.File(path, "r") as f:
+            return ("fingerprint" in f.attrs and "format_version" in f.attrs
+                    and shard_name(str(f.attrs.get("patient"))) == path.name)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def file_sha256(path: Path) -> str:

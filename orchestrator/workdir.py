@@ -1,22 +1,41 @@
 """The working directory's ``orch.toml``: what ``orch prep`` records so later commands need fewer flags.
 
-Format (written by ``record_prepared``)::
+orch owns one key, written by ``record_prepared``::
 
     [data]
     prepared = "/abs/path/to/prepared"
+
+The rest of the file is the user's: recording edits that one key in place (tomlkit), keeping comments, key order,
+other keys and their types, and replaces the file atomically. A file that does not parse is an
+:class:`OrchTomlError` naming it and the parse error, raised before any work (``check``), never a traceback.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tomllib
 from pathlib import Path
+
+from data_prep.atomic import atomic_write
+from orchestrator.config import ConfigError
 
 FILENAME = "orch.toml"
 
 
+class OrchTomlError(ConfigError):
+    """``orch.toml`` cannot be read, parsed or updated; the message names the file and what to do."""
+
+
 def _path(workdir: str | os.PathLike | None) -> Path:
     return Path(workdir or os.getcwd()) / FILENAME
+
+
+def _text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise OrchTomlError(f"{p}: cannot be read ({e}): fix or move the file") from e
 
 
 def read(workdir: str | os.PathLike | None = None) -> dict:
@@ -24,34 +43,64 @@ def read(workdir: str | os.PathLike | None = None) -> dict:
     p = _path(workdir)
     if not p.exists():
         return {}
-    with open(p, "rb") as f:
-        return tomllib.load(f)
+    try:
+        cfg = tomllib.loads(_text(p))
+    except tomllib.TOMLDecodeError as e:
+        raise OrchTomlError(f"{p} is not valid TOML ({e}): fix that line (orch only reads and writes "
+                            "`prepared` in its [data] table)") from e
+    data = cfg.get("data", {})
+    if not isinstance(data, dict):
+        raise OrchTomlError(f"{p}: `data` must be a table ([data]), not {type(data).__name__}: fix the file")
+    if "prepared" in data and not isinstance(data["prepared"], str):
+        raise OrchTomlError(f"{p}: [data] prepared must be a path in quotes, not {data['prepared']!r}: fix the file")
+    return cfg
+
+
+def check(workdir: str | os.PathLike | None = None) -> None:
+    """Raise :class:`OrchTomlError` now if ``orch.toml`` could not be read or updated later (before any work)."""
+    if _path(workdir).exists():
+        read(workdir)
+        _document(_path(workdir))
+
+
+def _document(p: Path):
+    """``orch.toml`` as a tomlkit document (comments and formatting kept)."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        doc = tomlkit.parse(_text(p)) if p.exists() else tomlkit.document()
+    except TOMLKitError as e:
+        raise OrchTomlError(f"{p} is not valid TOML ({e}): fix that line") from e
+    if "data" in doc and not isinstance(doc["data"], dict):
+        raise OrchTomlError(f"{p}: `data` must be a table ([data]): fix the file")
+    return doc
 
 
 def record_prepared(prepared: str | os.PathLike, workdir: str | os.PathLike | None = None) -> Path:
-    """Record the prepared-data directory in ``orch.toml`` (atomically; other sections are kept)."""
-    cfg = read(workdir)
-    cfg.setdefault("data", {})["prepared"] = str(Path(prepared).resolve())
+    """Set ``[data] prepared`` in ``orch.toml`` to ``prepared`` (absolute); nothing else in the file changes.
+    Atomic: a fresh temporary file beside it, then a rename (a link named orch.toml is followed, not replaced)."""
+    import tomlkit
+
     p = _path(workdir)
-    lines: list[str] = []
-    for section, values in cfg.items():
-        lines.append(f"[{section}]")
-        for k, v in values.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-        lines.append("")
-    tmp = p.with_suffix(".toml.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, p)
+    target = p.resolve() if p.is_symlink() else p
+    doc = _document(target)
+    if "data" not in doc:
+        doc["data"] = tomlkit.table()
+    doc["data"]["prepared"] = str(Path(prepared).resolve())
+    text = tomlkit.dumps(doc)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+        if target.exists():
+            shutil.copymode(target, tmp)
+
+    try:
+        atomic_write(target, write)
+    except OSError as e:
+        raise OrchTomlError(f"cannot write {target} ({e.strerror or e}): pass --data {prepared} to later "
+                            "commands instead") from e
     return p
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
 
 
 def prepared_dir(explicit: str | os.PathLike | None, workdir: str | os.PathLike | None = None) -> Path:
@@ -61,7 +110,9 @@ def prepared_dir(explicit: str | os.PathLike | None, workdir: str | os.PathLike 
     rec = read(workdir).get("data", {}).get("prepared")
     if rec:
         return Path(rec)
+    p = _path(workdir).resolve()
+    where = f"none recorded in {p}" if p.exists() else f"no {FILENAME} in {p.parent}"
     raise FileNotFoundError(
-        f"no prepared data given and no {FILENAME} in {Path(workdir or os.getcwd()).resolve()}: "
+        f"no prepared data given and {where}: "
         "pass --data PREPARED_DIR, or run `orch prep SOURCE OUT` here first (it records OUT in orch.toml)"
     )

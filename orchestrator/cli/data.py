@@ -63,15 +63,20 @@ def synth_cmd(out: str, patients: int, seed: int, workers: int) -> None:
 @click.option("--compression", type=click.Choice(["lzf", "gzip"]), default="lzf", show_default=True,
               help="Lossless shard compression (built-in HDF5 filters).")
 @click.option("--compression-level", type=click.IntRange(0, 9), default=None, help="gzip level (default 4).")
+@click.option("--force", is_flag=True,
+              help="Write into an OUT that holds other files (orch never deletes or overwrites a file it did not "
+                   "write).")
 @user_errors
 def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, workers: int, val_frac: float,
              test_frac: float, split_seed: int, max_missing_frac: float, numeric_fill: str, compression: str,
-             compression_level: int | None) -> None:
+             compression_level: int | None, force: bool) -> None:
     """Validate SOURCE (an LGG kaggle_3m tree or a folder above it) and write sharded HDF5 + manifest to OUT.
 
     \b
     orch prep kaggle_3m/ prepared/         # validate everything, then write; records OUT in ./orch.toml
     orch prep --verify prepared/           # recheck every shard's checksum
+
+    OUT must be new, empty or an earlier `orch prep` output (a stopped one resumes); one prep at a time per OUT.
     """
     from data_prep import PrepOptions, prepare, verify
 
@@ -85,9 +90,10 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
     if len(paths) != 2:
         raise click.UsageError("expected SOURCE and OUT: orch prep SOURCE OUT (or orch prep --verify OUT)")
     source, out = paths
+    workdir.check()  # a broken ./orch.toml fails now, not after OUT is written
     opts = PrepOptions(val_frac=val_frac, test_frac=test_frac, split_seed=split_seed, skip_invalid=skip_invalid,
                        workers=workers, max_missing_frac=max_missing_frac, numeric_fill=numeric_fill,
-                       compression=compression, compression_level=compression_level)
+                       compression=compression, compression_level=compression_level, force=force)
     t0 = time.perf_counter()
     with stage_progress() as progress:
         m = prepare(source, out, options=opts, progress=progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import PreparedData, prepare, verify
+from data_prep.atomic import temp_path
 from data_prep.errors import DamagedShards
 from data_prep.synth import make_synthetic
 
@@ -55,8 +57,12 @@ def test_kill9_mid_prep_then_rerun_gives_identical_output(kill_tree, tmp_path):
         PreparedData(out)
     killed_shards = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.h5")}
     assert 2 <= len(killed_shards) < 6
-    # what a kill in the middle of writing a shard leaves: a partial temp file (never a partial .h5)
-    (out / "shards" / "TCGA_ZZ_0000.h5.tmp").write_bytes(b"\x89HDF partial")
+    # what a kill in the middle of writing a shard leaves: a partial temp file (never a partial .h5), with
+    # orch's own temporary name (data_prep.atomic), and an older orch's fixed one for a shard of this run
+    temp_path(out / "shards" / "TCGA_ZZ_0000.h5").write_bytes(b"\x89HDF partial")
+    pending = sorted({Path(s["file"]).name for s in json.loads((ref / "manifest.json").read_text())["shards"]}
+                     - set(killed_shards))[0]
+    (out / "shards" / f"{pending}.tmp").write_bytes(b"\x89HDF partial")
     m = prepare(kill_tree, out, workers=1)
     assert _digests(out) == _digests(ref)  # byte-identical: shards, metadata, manifest; temp file gone
     assert m == json.loads((ref / "manifest.json").read_text())
@@ -103,13 +109,18 @@ def test_damaged_shard_without_manifest_is_rebuilt(synth_tree, tmp_path):
     assert target.read_bytes() == good
 
 
-def test_changed_options_rebuild_and_stale_shards_go(synth_tree, tmp_path):
+def test_changed_options_rebuild_and_stale_shards_go(src, tmp_path):
+    """A patient gone from the source loses its shard; a file orch did not write stays, even in shards/."""
     out = tmp_path / "out"
-    prepare(synth_tree, out, workers=1)
-    (out / "shards" / "TCGA_XX_0000.h5").write_bytes(b"stale")
-    m = prepare(synth_tree, out, workers=1, compression="gzip", compression_level=1)
-    assert m["storage"]["compression"] == "gzip"
-    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(Path(s["file"]).name for s in m["shards"])
+    first = prepare(src, out, workers=1)
+    (out / "shards" / "TCGA_XX_0000.h5").write_bytes(b"not orch's")
+    gone = sorted(d for d in src.iterdir() if d.is_dir())[0]
+    shutil.rmtree(gone)
+    m = prepare(src, out, workers=1, compression="gzip", compression_level=1)
+    assert m["storage"]["compression"] == "gzip" and m["patients"] == first["patients"] - 1
+    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(
+        [Path(s["file"]).name for s in m["shards"]] + ["TCGA_XX_0000.h5"])
+    assert (out / "shards" / "TCGA_XX_0000.h5").read_bytes() == b"not orch's"
     verify(out)
 
 
