@@ -71,8 +71,11 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
 @click.option("--workdir", type=click.Path(file_okay=False), default=".",
               help="Working directory whose mlflow.db the UI shows (default: here).")
 @click.option("--tracking-uri", default=None, help="Another store (sqlite:///...); an http:// URI is just printed.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
-@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. The UI has no login: keep 127.0.0.1 and reach it from elsewhere with "
+                   "ssh -L 5000:localhost:5000.")
+@click.option("--port", type=int, default=5000, show_default=True,
+              help="Port to listen on; when another program holds it, a free port is used and printed.")
 @user_errors
 @_tracking_errors
 def ui_cmd(workdir, tracking_uri, host, port):
@@ -90,6 +93,9 @@ def ui_cmd(workdir, tracking_uri, host, port):
         return
     # SIGTERM ends the command like Ctrl-C does: through `finally`, which stops the server it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if server.port != port:
+        click.echo(f"port {port} on {host} is in use by another program: the MLflow UI listens on port "
+                   f"{server.port} instead")
     click.echo(f"MLflow UI: {server.url}  (Ctrl-C to stop; server log {server.log_path})", nl=True)
     try:
         server.process.wait()
