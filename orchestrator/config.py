@@ -25,14 +25,14 @@ class ConfigError(ValueError):
 
 # Names that become directories (sweep names, trial ids): no separators, no "." / "..", nothing a shell or a URI
 # would read differently. A trial id of ".." once made a sweep delete another sweep's scratch directory.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]+")  # "+": lr 1e+08 in a short_name
 
 
 def check_name(kind: str, value: str) -> str:
-    """``value`` if it is a safe directory name (``[A-Za-z0-9._-]+``, not ``.`` or ``..``); else ConfigError."""
+    """``value`` if it is a safe directory name (``[A-Za-z0-9._+-]+``, not ``.`` or ``..``); else ConfigError."""
     if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or value in (".", ".."):
         raise ConfigError(f"{kind} {value!r} is not a valid name: it names a directory, so use letters, digits, "
-                          "'.', '_' and '-' only (and not '.' or '..')")
+                          "'.', '_', '+' and '-' only (and not '.' or '..')")
     return value
 
 

@@ -81,6 +81,9 @@ def check_data(data: str) -> str:
     if not (p / "manifest.json").is_file():
         raise FileNotFoundError(f"{p} is not a prepared data directory (no manifest.json); run "
                                 f"`orch prep SOURCE {data}` first, or pass the right --data")
+    from data_prep import PreparedData
+
+    PreparedData(p)  # validates the manifest (its fields, every path inside p) before any trial starts
     return str(p)
 
 

@@ -34,14 +34,14 @@ def test_keep_top_k_deletes_only_the_others_best_pt(tmp_path):
     df = pd.DataFrame([_trial(tmp_path, "a", "finished", 0.2), _trial(tmp_path, "b", "finished", 0.7),
                        _trial(tmp_path, "c", "diverged", None), _trial(tmp_path, "d", "unfinished", None),
                        _trial(tmp_path, "e", "finished", 0.2)])
-    kept, pruned = _keep_checkpoints(df, 2)
+    kept, pruned = _keep_checkpoints(df, 2, str(tmp_path))
     # b is best; a and e tie and the grid order decides (a rerun picks the same trials).
     assert kept == {"b": str(tmp_path / "b/checkpoint_000000/best.pt"), "a": str(tmp_path / "a/checkpoint_000000/best.pt")}
     assert set(pruned) == {"c", "e"} and "top 2" in pruned["e"]
     assert {p.parent.parent.name for p in tmp_path.rglob("best.pt")} == {"a", "b", "d"}  # d resumes from its own
     assert len(list(tmp_path.rglob("result.json"))) == 5
-    assert _keep_checkpoints(df, 2) == (kept, pruned)  # again: nothing more to delete, same answer
-    all_kept, none = _keep_checkpoints(df, None)
+    assert _keep_checkpoints(df, 2, str(tmp_path)) == (kept, pruned)  # again: nothing more to delete, same answer
+    all_kept, none = _keep_checkpoints(df, None, str(tmp_path))
     assert list(all_kept) == ["b", "a"] and none == {}  # default: keep all (best first)
 
 

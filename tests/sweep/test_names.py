@@ -14,7 +14,7 @@ from orchestrator.sweep.runner import _keep_checkpoints
 from orchestrator.sweep.trial import RUNS_ROOT_ENV, scratch_run_dir
 from tests.sweep.conftest import write_grid
 
-BAD = ["..", ".", "../other-sweep", "a/b", "/tmp/x", "a b", "x;rm -rf ~", "tri:al"]
+BAD = ["..", ".", "../other-sweep", "a/b", "/tmp/x", "a b", "x;rm -rf ~", "tri:al", "a\\b"]
 
 
 @pytest.mark.parametrize("trial_id", BAD)
@@ -67,3 +67,9 @@ def test_pruning_checkpoints_never_deletes_outside_the_sweep(tmp_path):
     kept, pruned = _keep_checkpoints(df, 1, str(sweep))
     assert list(kept) == ["a"] and (outside / "best.pt").is_file()  # an edited results.csv deletes nothing outside
     assert "b" not in pruned and "c" not in pruned
+
+
+def test_generated_trial_ids_are_valid_names(tmp_path):
+    grid = write_grid(tmp_path / "g.csv", [{"encoder": "resnet18", "optimizer": "sgd", "lr": 1e8},
+                                           {"encoder": "resnet18", "optimizer": "adam", "lr": 1e-4}])
+    assert [e.trial_id for e in load_grid(str(grid))] == ["resnet18-sgd-lr1e+08", "resnet18-adam-lr1e-04"]

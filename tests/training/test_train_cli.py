@@ -56,20 +56,20 @@ def test_train_prints_one_plain_line_per_epoch_off_a_terminal(synthetic_prepared
     assert "\x1b[" not in res.output  # no live table or colour codes in a log
 
 
-def test_paper_flag_starts_from_the_papers_settings_and_options_still_win(monkeypatch, tmp_path):
+def test_paper_flag_starts_from_the_papers_settings_and_options_still_win(monkeypatch, synthetic_prepared, tmp_path):
     import orchestrator.training as training
     from orchestrator.recipe import PAPER_SETTINGS
 
     seen = []
 
-    def fake_fit(cfg, data, run_dir, on_epoch=None):  # argument handling only: the real loop is tested elsewhere
+    def fake_fit(cfg, data, run_dir, **kw):  # argument handling only: the real loop is tested elsewhere
         seen.append(cfg)
         raise SystemExit(0)
 
     monkeypatch.setattr(training, "fit", fake_fit)
-    data = ["--data", str(tmp_path), "--no-tracking"]
-    CliRunner().invoke(main, ["train", *data, "--paper", "--tta"])
-    CliRunner().invoke(main, ["train", *data])
+    data = ["--data", str(synthetic_prepared), "--no-tracking"]
+    CliRunner().invoke(main, ["train", *data, "--paper", "--tta", "--out", str(tmp_path / "paper")])
+    CliRunner().invoke(main, ["train", *data, "--out", str(tmp_path / "recipe")])
     paper, recipe = seen
     assert {k: getattr(paper, k) for k in PAPER_SETTINGS} == {**PAPER_SETTINGS, "tta": True}
     assert recipe.loss == "bce_dice" and recipe.sampling == "tumour" and recipe.schedule == "cosine"

@@ -11,6 +11,10 @@ import torch.multiprocessing as mp
 from tests.training.training_helpers import tiny_cfg
 
 
+class _Killed(Exception):
+    pass
+
+
 def _worker(rank: int, world: int, init_file: str, data: str, run_dir: str, out_dir: str) -> None:
     import torch
 
@@ -22,13 +26,19 @@ def _worker(rank: int, world: int, init_file: str, data: str, run_dir: str, out_
         # As in the sweep's Ray Train path: rank 0 owns run_dir, the other ranks get scratch dirs of their own.
         mine = run_dir if rank == 0 else f"{run_dir}-rank{rank}"
         calls = {}
-        for label, epochs in (("first", 1), ("resumed", 2), ("finished", 2)):
+        for label in ("first", "resumed", "finished"):
             reports = []
-            result = fit(tiny_cfg(epochs=epochs, max_steps=1), data, mine, on_epoch=lambda r: reports.append(
-                {"epoch": r.epoch, "rank": r.rank, "metrics": r.metrics}))
-            calls[label] = {"reports": reports, "result": result.to_dict()}
-            if label == "first" and rank == 0:  # as if killed after the epoch-1 checkpoint: resume, don't return
-                Path(run_dir, "result.json").unlink()
+
+            def on_epoch(r, label=label, reports=reports):
+                reports.append({"epoch": r.epoch, "rank": r.rank, "metrics": r.metrics})
+                if label == "first":  # as if killed after the epoch-1 checkpoint (on every rank)
+                    raise _Killed
+
+            try:
+                result = fit(tiny_cfg(epochs=2, max_steps=1), data, mine, on_epoch=on_epoch).to_dict()
+            except _Killed:
+                result = None
+            calls[label] = {"reports": reports, "result": result}
             dist.barrier()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(calls))
     finally:
