@@ -7,7 +7,8 @@ Two passes over the source, both parallel over patients:
    the same content and verifies; then the metadata tables, and the manifest last.
 
 Every file lands by temp file + rename, so a run killed at any moment (kill -9) leaves either nothing or
-complete shards; the next run reuses those and produces byte-identical output. OUT is locked for the whole run,
+complete shards; the next run reuses those and produces the same output (byte-identical for reused shards;
+a rebuilt lzf shard holds the same data, see :mod:`data_prep.shards`). OUT is locked for the whole run,
 and only files orch wrote there are ever replaced or removed (:mod:`data_prep.outdir`).
 """
 

@@ -8,7 +8,10 @@ One shard per patient, ``OUT/shards/<patient>.h5``::
     slice    (N,)             int32    the slice number of the source file name (1-based)
     attrs: format_version, patient, fingerprint (sha256 of the source content the shard was built from)
 
-Shards are byte-deterministic (no timestamps: ``track_times=False``; fixed library version bounds), written to a
+Shards are deterministic in content (no timestamps: ``track_times=False``; fixed library version bounds); with
+gzip also in bytes. lzf is not byte-repeatable: liblzf leaves its hash table uninitialised (``INIT_HTAB`` 0) and
+its output then depends on the stack it runs on, so one shard written twice in a long-lived process has differed
+in a byte (same decoded data; fletcher32 and the manifest's sha256 always describe the bytes written). Written to a
 temporary file unique to the writing process, flushed to disk and renamed into place, so a shard at its final name
 is always complete.
 Metadata blocks carry HDF5's own checksums (libver v110) and data chunks fletcher32, so damage is detectable

@@ -50,10 +50,6 @@ def _read_text(path: str) -> str | None:
 
 def data_patients(data: str) -> list[str]:
     """Every patient of the prepared data at ``data`` (a directory or URI): what the folds partition."""
-    if not st.is_uri(data):
-        from data_prep import PreparedData
-
-        return sorted(PreparedData(data).patients())  # the manifest validated on open
     text = _read_text(st.join(data, "manifest.json"))
     if text is None:
         raise FileNotFoundError(f"{data} holds no manifest.json: pass the prepared data directory (orch prep)")

@@ -12,6 +12,7 @@ import tifffile
 
 from data_prep import PreparedData, PrepError, prepare
 from data_prep.layout import discover
+from tests.data_prep.shard_helpers import shard_content, without_bytes
 
 
 def _expected(src):
@@ -56,7 +57,10 @@ def test_synthetic_round_trip_is_pixel_exact(synth_tree, tmp_path):
 def test_parallel_prep_and_load_equal_serial(synth_tree, tmp_path):
     m2 = prepare(synth_tree, tmp_path / "out", workers=2)  # the process pool
     m1 = prepare(synth_tree, tmp_path / "out1", workers=1)
-    assert m1 == m2  # the same shards (sha256) whatever the worker count
+    # The same shards whatever the worker count: the same data (lzf's bytes may differ: data_prep/shards.py).
+    assert without_bytes(m1) == without_bytes(m2)
+    for s1, s2 in zip(m1["shards"], m2["shards"]):
+        assert shard_content(tmp_path / "out1" / s1["file"]) == shard_content(tmp_path / "out" / s2["file"])
     pd_ = PreparedData(tmp_path / "out")
     a, b = pd_.load(workers=1), pd_.load(workers=2)
     for k in ("image", "mask", "patient", "slice"):
