@@ -13,7 +13,7 @@ import torch
 
 from orchestrator.training import load_checkpoint
 from orchestrator.training.data import load_split, normalise, open_data
-from orchestrator.training.evaluation import forward_logits
+from orchestrator.training.inference import forward_logits
 
 
 def main(ckpt: str, prepared: str) -> None:

@@ -26,7 +26,7 @@ from orchestrator.config import TrainConfig
 from orchestrator.recipe import PAPER_SETTINGS
 from orchestrator.training import fit, load_checkpoint
 from orchestrator.training.data import load_split, open_data
-from orchestrator.training.evaluation import evaluate_split
+from orchestrator.training.inference import evaluate_split
 from orchestrator.training.step import make_loss
 
 BASE = dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4, loss="bce_dice", schedule="cosine", warmup_epochs=0.5,

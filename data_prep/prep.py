@@ -34,8 +34,15 @@ from data_prep.atomic import atomic_write
 from data_prep.errors import PrepError, Problem, ValidationFailed
 from data_prep.layout import PatientSource, discover
 from data_prep.outdir import MANIFEST, METADATA, METADATA_RAW
-from data_prep.shards import (FORMAT_VERSION, SHARD_DIR, check_compression, check_shard, file_sha256, shard_name,
-                              write_shard)
+from data_prep.shards import (
+    FORMAT_VERSION,
+    SHARD_DIR,
+    check_compression,
+    check_shard,
+    file_sha256,
+    shard_name,
+    write_shard,
+)
 from data_prep.split import split_patients, split_sizes
 from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE, load_slice, slice_digest
 

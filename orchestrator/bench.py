@@ -28,7 +28,13 @@ from models import create_model
 from orchestrator.config import TrainConfig
 from orchestrator.recipe import PAPER_SETTINGS
 from orchestrator.training.data import BatchMaker, DeviceSplit
-from orchestrator.training.step import TrainStep, autocast, make_loss, make_optimizer, resolve_amp
+from orchestrator.training.step import (
+    TrainStep,
+    autocast,
+    make_loss,
+    make_optimizer,
+    resolve_amp,
+)
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import UserError
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("bce", "dice", "bce_dice")
 DEVICES = ("auto", "cpu", "cuda")
@@ -19,7 +21,8 @@ SCHEDULES = ("constant", "cosine", "poly")  # lr after warm-up: flat, cosine to 
 SAMPLINGS = ("uniform", "tumour")  # which training slices an epoch draws
 
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value a user can fix: the message names the value and the valid choices."""
 
 

@@ -8,7 +8,7 @@ OUT receives, per patient folder, ``<folder>/<stem>_<n>_mask.tif`` (uint8 {0, 25
 ``overlays/<folder>/<stem>_<n>.png`` for the slices with predicted tumour, and ``patients.csv`` (one row per
 patient: slices, tumour slices, tumour pixels). Files are written to temporary names and renamed into place.
 
-INPUT is resolved first (``tree/sub/..`` is ``tree``) and walked by :func:`orchestrator.evaluate.walk_tree`:
+INPUT is resolved first (``tree/sub/..`` is ``tree``) and walked by :func:`orchestrator.score_masks.walk_tree`:
 symlinked folders are followed, each real folder once; a link that loops back or leads to folders already read
 is skipped with a warning naming it. Every output folder is checked to lie inside OUT before anything is written.
 """
@@ -27,9 +27,10 @@ import torch
 from PIL import Image
 
 from data_prep.tiffs import check_image, read_tiff
-from orchestrator.evaluate import walk_tree
+from orchestrator.errors import UserError
 from orchestrator.files import atomic_write
 from orchestrator.postprocess import remove_small_components, scaled_min_voxels
+from orchestrator.score_masks import walk_tree
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ _SLICE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 _MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://")
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """Bad MODEL or INPUT: the message names it, says what is wrong and what to do."""
 
 
@@ -168,7 +169,7 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
 
     ``progress(done, total)`` is called after each patient (the CLI draws a bar with it)."""
     from orchestrator.training import predict_masks
-    from orchestrator.training.results import write_csv
+    from orchestrator.training.outcome import write_csv
 
     out = Path(out_dir)
     found = find_slices(input_dir, patients)  # validate INPUT and OUT before loading a model or writing anything

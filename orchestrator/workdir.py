@@ -19,6 +19,7 @@ from pathlib import Path
 
 from data_prep.atomic import atomic_write
 from orchestrator.config import ConfigError
+from orchestrator.errors import MissingPathError
 
 FILENAME = "orch.toml"
 
@@ -112,7 +113,7 @@ def prepared_dir(explicit: str | os.PathLike | None, workdir: str | os.PathLike 
         return Path(rec)
     p = _path(workdir).resolve()
     where = f"none recorded in {p}" if p.exists() else f"no {FILENAME} in {p.parent}"
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"no prepared data given and {where}: "
         "pass --data PREPARED_DIR, or run `orch prep SOURCE OUT` here first (it records OUT in orch.toml)"
     )

@@ -13,41 +13,28 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.config import ConfigError
+from data_prep.errors import PrepError
+from orchestrator.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 log = logging.getLogger(__name__)
 
-# Exceptions whose message is written for the user (which file/value, what is wrong, what to do).
-# Areas add their own error base classes here (data_prep.errors.PrepError, ...), imported lazily below.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, NotADirectoryError)
-
 
 def user_errors(fn):
-    """Decorator: turn the library's user-facing errors into ``click.ClickException`` (exit 1, no traceback)."""
+    """Decorator: a user error (``orchestrator.errors.UserError``, ``data_prep.errors.PrepError``) leaving a
+    command becomes ``click.ClickException`` (exit 1, the message, no traceback); any other exception is a bug and
+    keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except _user_error_types() as e:
+        except (UserError, PrepError) as e:
             raise click.ClickException(str(e)) from e
 
     return wrapper
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types = list(_USER_ERRORS)
-    from data_prep.errors import PrepError
-    from orchestrator.predict import PredictError
-
-    types += [PrepError, PredictError]
-    tracking = sys.modules.get("orchestrator.tracking.store")  # loaded iff a TrackingError could have been raised
-    if tracking is not None:
-        types.append(tracking.TrackingError)
-    return tuple(types)
 
 
 data_option = click.option(
@@ -104,7 +91,13 @@ def stage_progress(plain: bool | None = None, prefix: str = "prep"):
     if plain:
         yield _StageLines(prefix)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=False) as bar:

@@ -33,7 +33,13 @@ def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: i
       orch predict runs/resnet34/best.pt kaggle_3m/ pred/ --patient TCGA_DU_5853
       orch evaluate pred/ kaggle_3m/ --predicted-patients-only     # score them against the truth
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from orchestrator.predict import predict_tree
 

@@ -10,22 +10,6 @@ import click
 from orchestrator.cli.common import user_errors
 
 
-def _tracking_errors(fn):
-    """TrackingError and bad tables are user errors too (which store / sweep, what to do)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from orchestrator.tracking import TrackingError
-
-        try:
-            return fn(*args, **kwargs)
-        except (TrackingError, ValueError) as e:
-            raise click.ClickException(str(e)) from e
-
-    return wrapper
-
-
 @click.command("report")
 @click.argument("sweep")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -40,7 +24,6 @@ def _tracking_errors(fn):
               help="Buffered records to upload with --sync (default SWEEP_DIR/mlflow-buffer).")
 @click.option("--no-plots", is_flag=True, help="Tables only.")
 @user_errors
-@_tracking_errors
 def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
     """Print SWEEP's results in the paper's layout (one table per learning rate) and write tables and plots.
 
@@ -77,7 +60,6 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
 @click.option("--port", type=int, default=5000, show_default=True,
               help="Port to listen on; when another program holds it, a free port is used and printed.")
 @user_errors
-@_tracking_errors
 def ui_cmd(workdir, tracking_uri, host, port):
     """Start the MLflow UI on a sweep's store, print its URL, and serve until Ctrl-C.
 

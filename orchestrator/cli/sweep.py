@@ -86,7 +86,8 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
                       folds=folds,
                       overrides={k: v for k, v in overrides.items() if v is not None})
     if dry_run:
-        from orchestrator.sweep import DEFAULT_GPU_SHARE, dry_run as plan
+        from orchestrator.sweep import DEFAULT_GPU_SHARE
+        from orchestrator.sweep import dry_run as plan
 
         plans = plan(cfg)
         if as_json:

@@ -14,7 +14,15 @@ from rich.table import Table
 
 from models import list_encoders
 from orchestrator.cli.common import data_option, interactive, make_console, user_errors
-from orchestrator.config import DEVICES, LOSSES, OPTIMIZERS, SAMPLINGS, SCHEDULES, ConfigError, TrainConfig
+from orchestrator.config import (
+    DEVICES,
+    LOSSES,
+    OPTIMIZERS,
+    SAMPLINGS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+)
 from orchestrator.fmt import fmt_value
 
 console = Console()
@@ -264,8 +272,8 @@ def evaluate_cmd(pred, truth, json_out, per_patient, predicted_patients_only):
     """
     from rich.progress import Progress
 
-    from orchestrator.evaluate import EvaluateError, evaluate_dirs
-    from orchestrator.training.results import write_csv
+    from orchestrator.score_masks import EvaluateError, evaluate_dirs
+    from orchestrator.training.outcome import write_csv
 
     try:
         with Progress(console=console, transient=True) as bar:

@@ -14,12 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report.tables import BASELINE, PRIMARY, paper_layout, paper_results, to_markdown, write_tables
+from orchestrator.report.tables import (
+    BASELINE,
+    PRIMARY,
+    paper_layout,
+    paper_results,
+    to_markdown,
+    write_tables,
+)
 
 
 def write_plots(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """The sweep's plots (see ``orchestrator.report.plots``); imported lazily: matplotlib is slow to load."""
-    from orchestrator.report.plots import write_plots as _write_plots
+    """The sweep's plots (see ``orchestrator.report.sweep_plots``); imported lazily: matplotlib is slow to load."""
+    from orchestrator.report.sweep_plots import write_plots as _write_plots
 
     return _write_plots(results, out_dir)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.errors import MissingPathError, ResultsError
+
 log = logging.getLogger(__name__)
 
 BUFFER_DIRNAME = "mlflow-buffer"  # <sweep dir>/mlflow-buffer: where the sweep's trials buffer MLflow records
@@ -70,20 +72,20 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
         results = pd.read_csv(sweep_dir / "results.csv")
         source = str(sweep_dir / "results.csv")
     else:
-        from orchestrator.tracking.results import results_frame
+        from orchestrator.tracking.readback import results_frame
         from orchestrator.tracking.store import default_tracking_uri
 
         uri = tracking_uri or default_tracking_uri(work)
         db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
         if db is not None and not db.is_file():  # reading must not create an empty store
             looked = ", ".join(str(p) for p in _candidates(sweep, storage, work))
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"sweep {sweep!r} not found: no results.csv in {looked}, and no MLflow store at {db}; pass the "
                 "sweep directory, --storage, or --tracking-uri of the store the sweep recorded into")
         results = results_frame(uri, name)
         source = f"mlflow:{uri}#{name}"
     if results.empty:
-        raise ValueError(f"sweep {sweep!r} has no results yet ({source}): run or resume it with `orch sweep`")
+        raise ResultsError(f"sweep {sweep!r} has no results yet ({source}): run or resume it with `orch sweep`")
     out_dir = Path(out) if out else (sweep_dir or work / "reports" / name)
     paths = write_tables(results, out_dir)
     if plots:

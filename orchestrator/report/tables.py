@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.errors import ResultsError
 from orchestrator.files import atomic_write_text
 from orchestrator.fmt import DIVERGED, fmt_value
 
@@ -52,7 +53,7 @@ def _depth(encoder: str) -> int:
 def _ours(results: pd.DataFrame) -> pd.DataFrame:
     missing = [k for k in KEYS if k not in results.columns]
     if missing:
-        raise ValueError(f"results table lacks the column(s) {', '.join(missing)}: it needs one row per "
+        raise ResultsError(f"results table lacks the column(s) {', '.join(missing)}: it needs one row per "
                          "configuration with encoder, optimizer, lr (the sweep's results.csv)")
     out = results.copy()
     out["lr"] = out["lr"].astype(float)

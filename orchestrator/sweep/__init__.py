@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from orchestrator.config import SweepConfig
 from orchestrator.grids import load_grid
-from orchestrator.sweep.plan import DEFAULT_GPU_SHARE, TrialPlan, detect_local_gpus, plan_sweep
+from orchestrator.sweep.plan import (
+    DEFAULT_GPU_SHARE,
+    TrialPlan,
+    detect_local_gpus,
+    plan_sweep,
+)
 
 
 def dry_run(cfg: SweepConfig, gpus: int | None = None) -> list[TrialPlan]:

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from orchestrator.config import ConfigError
+from orchestrator.errors import MissingPathError
 from orchestrator.files import atomic_write_text
 from orchestrator.grids import config_id
 from orchestrator.sweep import storage as st
@@ -52,7 +53,7 @@ def data_patients(data: str) -> list[str]:
     """Every patient of the prepared data at ``data`` (a directory or URI): what the folds partition."""
     text = _read_text(st.join(data, "manifest.json"))
     if text is None:
-        raise FileNotFoundError(f"{data} holds no manifest.json: pass the prepared data directory (orch prep)")
+        raise MissingPathError(f"{data} holds no manifest.json: pass the prepared data directory (orch prep)")
     shards = json.loads(text)["shards"]
     return sorted({p for s in shards for p in s["patients"]})
 
@@ -68,7 +69,7 @@ def check_folds(data: str, folds: int) -> list[str]:
 
 def _fold_result(trial_id: str, status: Any, run_dir: Any):
     """The ``TrainResult`` of one fold trial, or None when it left none (error, unfinished, result.json gone)."""
-    from orchestrator.training.results import TrainResult
+    from orchestrator.training.outcome import TrainResult
 
     if status not in _HAS_RESULT or not isinstance(run_dir, str) or not run_dir:
         return None

@@ -10,7 +10,7 @@ Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://buck
                                          ``keep_checkpoints`` (MLflow refers to the kept best.pt, never copies it
                                          unless ``TrackingConfig.log_checkpoints="copy"``)
     ray-train/<trial_id>/                Ray Train runs of trials with --gpus-per-trial > 1
-    results.csv                          one row per trial (see ``results.COLUMNS``): a configuration, or with
+    results.csv                          one row per trial (see ``rows.COLUMNS``): a configuration, or with
                                          --folds K one fold of one (``fold`` column)
     cv/<config id>/, cv_results.csv      with --folds K: each configuration's K folds gathered, every patient
                                          tested once (``orchestrator.sweep.cv``)
@@ -36,8 +36,13 @@ from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
 from orchestrator.grids import load_grid, with_folds
 from orchestrator.sweep import storage as st
 from orchestrator.sweep.cv import check_folds, write_sweep_cv
-from orchestrator.sweep.plan import TrialPlan, default_max_concurrent, plan_sweep, trial_process_reuse
-from orchestrator.sweep.results import collect_rows, status_counts, write_results
+from orchestrator.sweep.plan import (
+    TrialPlan,
+    default_max_concurrent,
+    plan_sweep,
+    trial_process_reuse,
+)
+from orchestrator.sweep.rows import collect_rows, status_counts, write_results
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +96,12 @@ def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig
     from ray import tune
 
     from orchestrator.sweep.progress import SweepProgress
-    from orchestrator.sweep.trial import TRIAL_KEY, run_trial, trial_dirname, trial_resources
+    from orchestrator.sweep.trial import (
+        TRIAL_KEY,
+        run_trial,
+        trial_dirname,
+        trial_resources,
+    )
 
     t0 = time.time()
     workdir = Path(workdir or os.getcwd()).resolve()

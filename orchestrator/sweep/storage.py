@@ -11,6 +11,7 @@ import pyarrow.fs as pafs
 
 from orchestrator import files
 from orchestrator.config import ConfigError
+from orchestrator.errors import MissingPathError, UnsafePathError
 from orchestrator.sweep.plan import TrialPlan
 
 
@@ -37,7 +38,7 @@ def inside(path: str, owner: str) -> str:
     parts = path.split("://", 1)[-1].split("/")
     if is_uri(path) and is_uri(owner) and ".." not in parts and path.startswith(owner.rstrip("/") + "/"):
         return path
-    raise ValueError(f"refusing to touch {path}: it is not inside the sweep directory {owner} that orch owns")
+    raise UnsafePathError(f"refusing to touch {path}: it is not inside the sweep directory {owner} that orch owns")
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
@@ -74,12 +75,12 @@ def delete_file(path: str) -> int:
 def check_data(data: str) -> str:
     """The prepared-data location every trial opens; a local one must hold a manifest (clear error if not)."""
     if not data:
-        raise FileNotFoundError("no prepared data: pass --data PREPARED_DIR (or run `orch prep SOURCE OUT` first)")
+        raise MissingPathError("no prepared data: pass --data PREPARED_DIR (or run `orch prep SOURCE OUT` first)")
     if is_uri(data):
         return data
     p = Path(data).resolve()
     if not (p / "manifest.json").is_file():
-        raise FileNotFoundError(f"{p} is not a prepared data directory (no manifest.json); run "
+        raise MissingPathError(f"{p} is not a prepared data directory (no manifest.json); run "
                                 f"`orch prep SOURCE {data}` first, or pass the right --data")
     from data_prep import PreparedData
 

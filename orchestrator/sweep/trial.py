@@ -25,7 +25,7 @@ from typing import Any, Callable
 from orchestrator.config import check_name
 from orchestrator.files import inside
 from orchestrator.sweep.plan import TrialPlan
-from orchestrator.sweep.results import epoch_metrics, final_metrics
+from orchestrator.sweep.rows import epoch_metrics, final_metrics
 
 log = logging.getLogger(__name__)
 

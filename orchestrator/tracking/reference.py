@@ -24,6 +24,8 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
+from orchestrator.errors import MissingPathError
+
 CACHE_ENV = "ORCH_CHECKPOINT_CACHE"  # where checkpoints referenced by URI are fetched (default: the temp dir)
 
 
@@ -33,7 +35,7 @@ def fetch_checkpoint(location: str) -> Path:
     if "://" not in location:
         path = Path(location)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {location} does not exist (pruned by --keep-checkpoints, or the "
+            raise MissingPathError(f"checkpoint {location} does not exist (pruned by --keep-checkpoints, or the "
                                     "sweep directory moved or was deleted)")
         return path
     import pyarrow.fs as pafs
@@ -43,7 +45,7 @@ def fetch_checkpoint(location: str) -> Path:
     if not dest.is_file():
         fs, path = pafs.FileSystem.from_uri(location)
         if fs.get_file_info(path).type != pafs.FileType.File:
-            raise FileNotFoundError(f"checkpoint {location} does not exist (pruned by --keep-checkpoints, or the "
+            raise MissingPathError(f"checkpoint {location} does not exist (pruned by --keep-checkpoints, or the "
                                     "sweep storage moved or was deleted)")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")

@@ -35,6 +35,8 @@ for _k, _v in _HTTP_ENV.items():
 from mlflow.exceptions import MlflowException  # noqa: E402  (after the environment above)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from orchestrator.errors import UserError  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 TAG_SWEEP = "orch.sweep"
@@ -64,7 +66,7 @@ _PERMANENT_CODES = {
 }
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """A tracking problem a user can act on (the message names the store and what to do)."""
 
 

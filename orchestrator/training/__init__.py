@@ -5,8 +5,8 @@ a checkpoint alone; ``predict_masks`` turns uint8 images into tumour probabiliti
 """
 
 from orchestrator.training.checkpoint import load_checkpoint
-from orchestrator.training.evaluation import evaluate_split, predict_masks
+from orchestrator.training.inference import evaluate_split, predict_masks
 from orchestrator.training.loop import fit
-from orchestrator.training.results import EpochReport, TrainResult
+from orchestrator.training.outcome import EpochReport, TrainResult
 
 __all__ = ["EpochReport", "TrainResult", "evaluate_split", "fit", "load_checkpoint", "predict_masks"]

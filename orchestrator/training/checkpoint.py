@@ -26,6 +26,7 @@ from torch import nn
 
 from models import create_model
 from orchestrator.config import ModelConfig, TrainConfig
+from orchestrator.errors import MissingPathError, UserError
 
 # 2: the model's ``head_relu`` is stored. A format-1 checkpoint predates it and was trained with the ReLU in front of
 # the head (segmentation_models_pytorch's U-Net), so it is read as ``head_relu=True``: same state-dict keys, and a
@@ -43,7 +44,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
 _LEGACY_GLOBALS.append(_reconstruct)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that is missing its parts, damaged, or holds objects orch does not load."""
 
 
@@ -92,7 +93,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     to today's format. Raises FileNotFoundError, or CheckpointError naming the file and what is wrong with it."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist; pass a last.pt or best.pt from a run directory")
+        raise MissingPathError(f"checkpoint {p} does not exist; pass a last.pt or best.pt from a run directory")
     try:
         with torch.serialization.safe_globals(_LEGACY_GLOBALS):
             ckpt = torch.load(p, map_location="cpu", weights_only=True)

@@ -24,7 +24,7 @@ import numpy as np
 from orchestrator.config import ConfigError, TrainConfig
 from orchestrator.files import atomic_write_text
 from orchestrator.training.data import open_data
-from orchestrator.training.results import EpochReport, TrainResult, write_csv
+from orchestrator.training.outcome import EpochReport, TrainResult, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ def write_cv(out_dir: Path, rows: list[dict[str, Any]], folds: dict[int, TrainRe
     write_csv(out_dir / PER_PATIENT_CSV, rows)
     atomic_write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2))
     if rows:
-        from orchestrator import plots
+        from orchestrator import run_plots
 
-        plots.cv_dice(rows, summary, out_dir / PLOT, references=PUBLISHED)
+        run_plots.cv_dice(rows, summary, out_dir / PLOT, references=PUBLISHED)
     return summary
 
 

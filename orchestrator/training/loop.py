@@ -22,13 +22,29 @@ import torch
 import torch.distributed as dist
 
 from models import create_model
-from orchestrator import plots
+from orchestrator import run_plots
 from orchestrator.config import ConfigError, TrainConfig
 from orchestrator.training import runs
-from orchestrator.training.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from orchestrator.training.data import BatchMaker, DeviceSplit, EpochSampler, load_split, open_data
-from orchestrator.training.evaluation import evaluate_split, predict_masks
-from orchestrator.training.results import EpochReport, TrainResult, read_result, write_result
+from orchestrator.training.checkpoint import (
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from orchestrator.training.data import (
+    BatchMaker,
+    DeviceSplit,
+    EpochSampler,
+    load_split,
+    open_data,
+)
+from orchestrator.training.inference import evaluate_split, predict_masks
+from orchestrator.training.outcome import (
+    EpochReport,
+    TrainResult,
+    read_result,
+    write_result,
+)
 from orchestrator.training.schedule import LRSchedule
 from orchestrator.training.step import TrainStep, make_loss, make_optimizer, resolve_amp
 
@@ -239,7 +255,7 @@ def _finish(cfg, data, run_dir, model, device, amp_dtype, evaluate, val: DeviceS
         if rank == 0:
             _overlay(model, val, device, amp_dtype, run_dir / "overlay.png", cfg.tta)
     if rank == 0 and history:
-        plots.learning_curve(history, run_dir / "learning_curve.png")
+        run_plots.learning_curve(history, run_dir / "learning_curve.png")
     return TrainResult(status=status, epochs_completed=len(history) if status == "finished" else len(history) - 1,
                        best_epoch=best["epoch"], best_val=best["val"], test=test, per_patient=per_patient,
                        history=history, run_dir=run_dir)
@@ -252,4 +268,4 @@ def _overlay(model, val: DeviceSplit, device, amp_dtype, path: Path, tta: bool) 
     images = val.images[torch.as_tensor(pick, device=device)].cpu().numpy()
     probs = predict_masks(model, images, device, amp_dtype=amp_dtype, tta=tta)
     titles = [f"{val.patients[i]}#{val.slices[i]}" for i in pick]
-    plots.overlay(images, val.masks[torch.as_tensor(pick, device=device)].cpu().numpy(), probs >= 0.5, titles, path)
+    run_plots.overlay(images, val.masks[torch.as_tensor(pick, device=device)].cpu().numpy(), probs >= 0.5, titles, path)

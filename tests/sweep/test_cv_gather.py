@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.config import ConfigError
 from orchestrator.sweep.cv import CV_RESULTS, check_folds, data_patients, write_sweep_cv
-from orchestrator.training.results import TrainResult, write_result
+from orchestrator.training.outcome import TrainResult, write_result
 
 FOLDS = {1: ["TCGA_CS_1", "TCGA_DU_2", "TCGA_HT_3"], 2: ["TCGA_CS_4", "TCGA_DU_5", "TCGA_FG_6"]}
 PATIENTS = sorted(p for ps in FOLDS.values() for p in ps)

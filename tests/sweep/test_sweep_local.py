@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.config import SweepConfig
 from orchestrator.grids import load_grid
 from orchestrator.sweep import run_sweep
-from orchestrator.sweep.results import COLUMNS
+from orchestrator.sweep.rows import COLUMNS
 from tests.sweep.conftest import TINY
 
 pytestmark = pytest.mark.slow

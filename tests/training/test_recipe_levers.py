@@ -14,7 +14,7 @@ from orchestrator.config import ConfigError, TrainConfig
 from orchestrator.postprocess import postprocess_volumes, remove_small_components, scaled_min_voxels
 from orchestrator.training import fit
 from orchestrator.training.data import DeviceSplit, EpochSampler, random_intensity
-from orchestrator.training.evaluation import evaluate_split, forward_logits
+from orchestrator.training.inference import evaluate_split, forward_logits
 from orchestrator.training.schedule import LRSchedule, lr_factor
 from orchestrator.training.step import make_loss
 from tests.training.training_helpers import tiny_cfg

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.training.training_helpers import tiny_cfg
 
 from orchestrator.cli import main
-from orchestrator.evaluate import find_masks
+from orchestrator.score_masks import find_masks
 from orchestrator.training import fit
 
 

@@ -10,8 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orchestrator.metrics import SliceCounter, compute_metrics, per_patient_dice, slice_counts_numpy
-from orchestrator.postprocess import scaled_min_voxels, postprocess_volumes
+from orchestrator.metrics import (
+    SliceCounter,
+    compute_metrics,
+    per_patient_dice,
+    slice_counts_numpy,
+)
+from orchestrator.postprocess import postprocess_volumes, scaled_min_voxels
 from orchestrator.training.data import BatchMaker, DeviceSplit, normalise
 from orchestrator.training.step import LossFn, autocast
 

@@ -14,7 +14,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from orchestrator.report.tables import BASELINE, OPTIMIZER_ORDER, PRIMARY, _depth, paper_layout, paper_results  # noqa: E402
+from orchestrator.report.tables import (  # noqa: E402
+    BASELINE,
+    OPTIMIZER_ORDER,
+    PRIMARY,
+    _depth,
+    paper_layout,
+    paper_results,
+)
 
 
 def _save(fig, path: Path) -> Path:

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.tiffs import read_tiff
+from orchestrator.errors import UserError
 from orchestrator.metrics import compute_metrics, per_patient_dice, slice_counts_numpy
 
 log = logging.getLogger(__name__)
 MASK_SUFFIXES = ("_mask.tif", "_mask.tiff")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError, ValueError):
     """Bad PRED or TRUTH: the message names the path, what is wrong and what to do."""
 
 
