@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from data_prep import PrepOptions, make_synthetic, prepare  # noqa: E402
+from models import list_encoders  # noqa: E402
 from orchestrator.bench import BenchConfig, run_bench, summary  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.recipe import PAPER_SETTINGS  # noqa: E402
@@ -32,8 +33,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--small", action="store_true", help="CPU smoke sizes")
     ap.add_argument("--skip-bench", action="store_true")
-    ap.add_argument("--encoders", default="resnet18,resnet34,resnet50,resnet101,resnet152")
-    ap.add_argument("--fit-encoder", default="resnet34")
+    ap.add_argument("--encoders", default=",".join(list_encoders()))
+    ap.add_argument("--fit-encoder", default="resnet34", choices=list_encoders())
     ap.add_argument("--fit-epochs", type=int, default=8)
     ap.add_argument("--patients", type=int, default=24)
     args = ap.parse_args()
@@ -85,7 +86,7 @@ def _graph_checks() -> dict:
     from models import create_model
     from orchestrator.bench import synthetic_split
     from orchestrator.training.data import BatchMaker
-    from orchestrator.training.step import TrainStep, make_loss, make_optimizer, resolve_amp
+    from orchestrator.training.step import TrainStep, capture, make_loss, make_optimizer, resolve_amp
 
     dev = torch.device("cuda")
     split = synthetic_split(64, 256, dev)
@@ -107,15 +108,8 @@ def _graph_checks() -> dict:
         assert step.mode == mode, (mode, step.mode, step.timings)
     rel_loss = float(((losses["eager"] - losses["graph"]).norm() / losses["eager"].norm()))
     rel_param = float(((params["eager"] - params["graph"]).norm() / params["eager"].norm()))
-    g = torch.cuda.CUDAGraph()
     idx = torch.arange(16, device=dev)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        make(idx, True)
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        x, _ = make(idx, True)
+    g, (x, _) = capture(lambda: make(idx, True))
     g.replay()
     a = x.clone()
     g.replay()

@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator.tracking import SweepTracker, TrialTracker, default_tracking_uri
 from orchestrator.tracking.ui import start_server
 
-# The per-epoch metrics of the training loop (DESIGN.md names).
+# The per-epoch metrics of the training loop (docs/design.md names).
 METRICS = {k: 0.5 for k in ("loss", "it_per_s", "img_per_s", "epoch_time_s", "dice_volume_mean", "dice_global",
                             "dice_slice_pos", "dice_slice_all_empty1", "iou_tumour", "miou_2class",
                             "pixel_accuracy", "val_loss")}

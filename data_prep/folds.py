@@ -55,9 +55,10 @@ def fold_split(patients: list[tuple[str, str]], k: int, fold: int, seed: int = 0
 
 
 class FoldData:
-    """Fold ``fold`` of ``folds`` of a ``PreparedData``: the same ``patients(split)`` / ``load(split)`` /
-    ``split_of`` interface, with the fold's patient lists in place of the manifest's split. Folds are seeded by
-    the prepared split's seed, so every run over the same prepared directory sees the same folds."""
+    """Fold ``fold`` of ``folds`` of a ``PreparedData``: the same ``patients(split)`` / ``load(split)`` interface,
+    with the fold's patient lists in place of the manifest's split (``split_of`` names a patient's split in it).
+    Folds are seeded by the prepared split's seed, so every run over the same prepared directory sees the same
+    folds."""
 
     def __init__(self, data: Any, folds: int, fold: int):
         self.base, self.folds, self.fold = data, folds, fold

@@ -30,6 +30,7 @@ CSV_COLUMNS = [
 # TCGA_<INST>_<ID>_<YYYYMMDD>; IDs can hold letters (TCGA_HT_A61B_19991127).
 PATIENT_DIR_RE = re.compile(r"^TCGA_([A-Za-z0-9]+)_([A-Za-z0-9]+)_(\d{8})$")
 _SLICE_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
+MASK_SUFFIXES = ("_mask.tif", "_mask.tiff")
 # Files that public copies carry and that mean nothing to prep.
 _IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
@@ -37,6 +38,30 @@ _IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 def _ignored(name: str) -> bool:
     low = name.lower()
     return low in _IGNORED_NAMES or low.startswith("readme") or name.startswith("._")
+
+
+@dataclass(frozen=True)
+class SliceName:
+    """An LGG slice file name taken apart: ``<stem>_<n>.tif`` (an image) or ``<stem>_<n>_mask.tif`` (its mask)."""
+
+    stem: str
+    n: int
+    mask: bool
+
+
+def parse_slice_name(name: str) -> SliceName | None:
+    """``TCGA_CS_4941_19960909_12_mask.tif`` -> ``SliceName("TCGA_CS_4941_19960909", 12, mask=True)``; None for a
+    name of any other form. Suffixes in any case (``.tif``, ``.TIFF``); ``n`` is a number, so slices sort
+    numerically. The one parser of slice names: prep, ``orch predict`` and ``orch evaluate`` all read them here."""
+    m = _SLICE_RE.match(name)
+    if m is None:
+        return None
+    return SliceName(m.group("stem"), int(m.group("n")), m.group("mask") is not None)
+
+
+def is_mask_name(name: str) -> bool:
+    """True for any ``..._mask.tif`` / ``..._mask.tiff`` file name (any case), numbered or not."""
+    return name.lower().endswith(MASK_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -184,10 +209,10 @@ def _scan_patient(folder: Path, lay: Layout) -> PatientSource:
     expected = f"expected {folder.name}_<n>.tif (image) or {folder.name}_<n>_mask.tif (its mask), n = 1, 2, ..."
     for e in sorted(os.scandir(folder), key=lambda e: e.name):
         name = e.name
-        sm = _SLICE_RE.match(name)
+        sm = parse_slice_name(name)
         why = _broken_link(e.path)
         if why:
-            n = int(sm.group("n")) if sm and sm.group("stem") == folder.name else None
+            n = sm.n if sm and sm.stem == folder.name else None
             lay.problems.append(Problem(e.path, why, _FIX_LINK, scope="file" if n is None else "slice",
                                         patient=pat.patient, slice=n))
             continue
@@ -196,7 +221,7 @@ def _scan_patient(folder: Path, lay: Layout) -> PatientSource:
                 lay.ignored.append(e.path)
             continue
         own_name = name.startswith((f"{folder.name}_", f"{folder.name}."))
-        if own_name and name.lower().endswith((".tif", ".tiff")) and (sm is None or sm.group("stem") != folder.name):
+        if own_name and name.lower().endswith((".tif", ".tiff")) and (sm is None or sm.stem != folder.name):
             # TCGA_CS_4941_19960909_.tif, ..._abc.tif, ...19960909.tif, ..._mask.tif: the slice number is missing
             lay.problems.append(Problem(e.path, f"no slice number in the file name: {expected}",
                                         "rename it with its slice number, or move it out of the patient folder",
@@ -206,15 +231,15 @@ def _scan_patient(folder: Path, lay: Layout) -> PatientSource:
             lay.ignored.append(e.path)
             lay.warnings.append(f"{e.path}: not a slice or mask file name; ignored")
             continue
-        if sm.group("stem") != folder.name:
-            stem = sm.group("stem")
+        if sm.stem != folder.name:
+            stem = sm.stem
             what = (f"file is named for another scan ({stem}) than its folder {folder.name}"
                     if PATIENT_DIR_RE.match(stem) else
                     f"file name does not start with its folder's name {folder.name}: {expected}")
             lay.problems.append(Problem(e.path, what, "move it into its own patient folder, rename it, or delete it",
-                                        patient=pat.patient, slice=int(sm.group("n"))))
+                                        patient=pat.patient, slice=sm.n))
             continue
-        (masks if sm.group("mask") else images)[int(sm.group("n"))] = Path(e.path)
+        (masks if sm.mask else images)[sm.n] = Path(e.path)
     for n in sorted(set(images) | set(masks)):  # numeric order: 2 before 10
         img, msk = images.get(n), masks.get(n)
         if img is None:

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_prep.choices import NUMERIC_FILLS
 from data_prep.errors import Problem
 from data_prep.layout import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 
 NUMERIC_COLUMNS = ("age_at_initial_pathologic",)
-NUMERIC_FILLS = ("median", "mean")
 _FIX_CSV = "correct or empty the field in data.csv"
 
 

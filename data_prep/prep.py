@@ -24,7 +24,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from data_prep import metadata as md
 from data_prep import outdir
 from data_prep.atomic import atomic_write
 from data_prep.errors import PrepError, Problem, ValidationFailed
-from data_prep.layout import PatientSource, discover
+from data_prep.layout import Layout, PatientSource, discover
 from data_prep.outdir import MANIFEST, METADATA, METADATA_RAW
 from data_prep.shards import (
     FORMAT_VERSION,
@@ -45,6 +45,9 @@ from data_prep.shards import (
 )
 from data_prep.split import split_patients, split_sizes
 from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE, load_slice, slice_digest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +204,53 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, options: PrepOpti
         return _prepare(source, out, opts, progress, stack, locked)
 
 
+@dataclass
+class _Validated:
+    """Pass 1's outcome: the source as found, every patient scanned, the patients kept, what is reported."""
+
+    lay: Layout
+    raw: pd.DataFrame  # data.csv as read
+    scans: list[_Scan]
+    kept: list[tuple[PatientSource, _Scan]]
+    problems: list[Problem]  # excluded (``skip_invalid``): recorded in the manifest
+    warnings: list[str]
+
+
+@dataclass
+class _Plan:
+    """What is decided before OUT is touched: the kept patients' metadata table and their split."""
+
+    table: pd.DataFrame
+    imputation: dict
+    no_row: list[str]  # patients with images but no data.csv row
+    no_images: list[str]  # data.csv rows without images
+    split: dict[str, list[str]]
+
+
 def _prepare(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn | None, stack: contextlib.ExitStack,
              locked: bool) -> dict:
+    """Pass 1 (validate, decide), then pass 2 (write) under OUT's lock; returns the manifest written last."""
+    found = _validate(source, out, opts, progress)
+    plan = _plan(found, opts)
+    shard_files = [f"{SHARD_DIR}/{shard_name(p.patient)}" for p, _ in found.kept]
+    planned = [*shard_files, METADATA_RAW, METADATA, MANIFEST]
+    survey, old = _claim_out(out, opts, stack, locked, planned)
+    built = _write_shards(out, found.kept, shard_files, old, opts, progress)
+    for rel in outdir.remove_stale(survey, shard_files):
+        log.info("removed %s: its patient is no longer prepared", rel)
+    atomic_write(out / METADATA_RAW, lambda t: found.raw.to_parquet(t, index=False))
+    atomic_write(out / METADATA, lambda t: plan.table.to_parquet(t, index=False))
+    manifest = _manifest(source, found, plan, built, opts)
+    atomic_write(out / MANIFEST, lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
+    outdir.write_journal(out, planned)
+    reused = sum(b["reused"] for b in built)
+    log.info("prepared %d patients (%d shards reused) into %s", len(found.kept), reused, out)
+    return manifest
+
+
+def _validate(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn | None) -> _Validated:
+    """Pass 1: find the patients, read data.csv, decode every slice. Raise :class:`ValidationFailed` listing every
+    problem unless ``skip_invalid`` (then the bad slices are left out and logged)."""
     lay = discover(source)
     raw, csv_problems, csv_warnings = md.read_csv(lay.csv_path)
     salt = f"v{FORMAT_VERSION}:{opts.compression}:{opts.compression_level}"
@@ -214,23 +262,32 @@ def _prepare(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn | 
     kept = [(p, s) for p, s in zip(lay.patients, scans) if s.good]
     if not kept:
         raise PrepError(f"no valid slice left under {source}: every slice has a problem (see above)")
-    warnings = lay.warnings + csv_warnings
     _log_list("excluded (--skip-invalid)", [str(p) for p in problems])
+    return _Validated(lay, raw, scans, kept, problems, lay.warnings + csv_warnings)
 
-    ids = [p.patient for p, _ in kept]
-    no_row, no_images = md.join_warnings(raw, ids)
+
+def _plan(found: _Validated, opts: PrepOptions) -> _Plan:
+    """Join data.csv to the kept patients (adding its warnings to ``found.warnings``), impute it, split them."""
+    ids = [p.patient for p, _ in found.kept]
+    no_row, no_images = md.join_warnings(found.raw, ids)
     if no_row:
-        warnings.append(f"{len(no_row)} patient(s) have images but no row in data.csv (their metadata is imputed): "
-                        f"{_few(no_row)}")
+        found.warnings.append(f"{len(no_row)} patient(s) have images but no row in data.csv (their metadata is "
+                              f"imputed): {_few(no_row)}")
     if no_images:
-        warnings.append(f"{len(no_images)} data.csv row(s) have no images (kept in the metadata table only): "
-                        f"{_few(no_images)}")
-    _log_list("warning", warnings)
-    table, imputation = md.clean(raw, ids, opts.max_missing_frac, opts.numeric_fill)
-    split = split_patients([(p.patient, p.institution) for p, _ in kept], opts.val_frac, opts.test_frac,
+        found.warnings.append(f"{len(no_images)} data.csv row(s) have no images (kept in the metadata table only): "
+                              f"{_few(no_images)}")
+    _log_list("warning", found.warnings)
+    table, imputation = md.clean(found.raw, ids, opts.max_missing_frac, opts.numeric_fill)
+    split = split_patients([(p.patient, p.institution) for p, _ in found.kept], opts.val_frac, opts.test_frac,
                            opts.split_seed)
+    return _Plan(table, imputation, no_row, no_images, split)
 
-    # ---- pass 2: write. Only now is OUT touched, under its lock, and only files orch wrote are replaced.
+
+def _claim_out(out: Path, opts: PrepOptions, stack: contextlib.ExitStack, locked: bool,
+               planned: list[str]) -> tuple[outdir.Survey, dict[str, str]]:
+    """Pass 2 begins: only now is OUT touched, under its lock, and only files orch wrote are replaced. Create and
+    lock OUT, check it again, journal the ``planned`` files, clear killed runs' temporaries; returns the survey
+    and the previous manifest's ``{shard file: sha256}``."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -239,29 +296,30 @@ def _prepare(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn | 
         stack.enter_context(outdir.hold_lock(out))
     found = outdir.survey(out)  # again, under the lock: what another run may have left meanwhile
     outdir.check_usable(found, opts.force)
-    shard_files = [f"{SHARD_DIR}/{shard_name(p.patient)}" for p, _ in kept]
-    planned = [*shard_files, METADATA_RAW, METADATA, MANIFEST]
     outdir.check_conflicts(found, planned)
     outdir.write_journal(out, (found.owned - {outdir.JOURNAL}) | set(planned))  # before anything changes
     (out / SHARD_DIR).mkdir(exist_ok=True)
     old = _read_old_manifest(out)
     outdir.remove_temps(found, planned)
-    tasks = []
-    for (pat, scan), rel in zip(kept, shard_files):
-        tasks.append((pat, scan.good, scan.digest, out / rel, old.get(rel), opts.compression,
-                      opts.compression_level))
-    built = _run(_build, tasks, opts.workers, "write", progress)
-    for rel in outdir.remove_stale(found, shard_files):
-        log.info("removed %s: its patient is no longer prepared", rel)
+    return found, old
 
-    atomic_write(out / METADATA_RAW, lambda t: raw.to_parquet(t, index=False))
-    atomic_write(out / METADATA, lambda t: table.to_parquet(t, index=False))
-    shards = []
-    for (pat, scan), b in zip(kept, built):
-        shards.append({"file": f"{SHARD_DIR}/{shard_name(pat.patient)}", "sha256": b["sha256"],
-                       "patients": [pat.patient], "slices": len(scan.good),
-                       "tumour_slices": int(np.count_nonzero(scan.tumour_pixels)), "bytes": b["bytes"]})
-    manifest = {
+
+def _write_shards(out: Path, kept: list[tuple[PatientSource, _Scan]], shard_files: list[str], old: dict[str, str],
+                  opts: PrepOptions, progress: ProgressFn | None) -> list[dict]:
+    """One shard per kept patient, reused where sound (:func:`_build`); ``[{sha256, bytes, reused}, ...]``."""
+    tasks = [(pat, scan.good, scan.digest, out / rel, old.get(rel), opts.compression, opts.compression_level)
+             for (pat, scan), rel in zip(kept, shard_files)]
+    return _run(_build, tasks, opts.workers, "write", progress)
+
+
+def _manifest(source: Path, found: _Validated, plan: _Plan, built: list[dict], opts: PrepOptions) -> dict:
+    """manifest.json's content: what was prepared, how, from what, and what was left out or warned about."""
+    kept, lay = found.kept, found.lay
+    shards = [{"file": f"{SHARD_DIR}/{shard_name(pat.patient)}", "sha256": b["sha256"], "patients": [pat.patient],
+               "slices": len(scan.good), "tumour_slices": int(np.count_nonzero(scan.tumour_pixels)),
+               "bytes": b["bytes"]}
+              for (pat, scan), b in zip(kept, built)]
+    return {
         "format_version": FORMAT_VERSION,
         "patients": len(kept),
         "slices": sum(s["slices"] for s in shards),
@@ -270,29 +328,53 @@ def _prepare(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn | 
         "image_shape": list(IMAGE_SHAPE),
         "mask_shape": list(MASK_SHAPE),
         "shards": shards,
-        "split": {"seed": opts.split_seed, "val_frac": opts.val_frac, "test_frac": opts.test_frac, **split},
+        "split": {"seed": opts.split_seed, "val_frac": opts.val_frac, "test_frac": opts.test_frac, **plan.split},
         "institutions": {p.patient: p.institution for p, _ in kept},
-        "excluded": [p.to_excluded() for p in problems],
-        "warnings": warnings,
+        "excluded": [p.to_excluded() for p in found.problems],
+        "warnings": found.warnings,
         "duplicates_skipped": lay.duplicates,
         "ignored_files": lay.ignored,
-        "source": {
-            "path": str(source),
-            "data_csv": str(lay.csv_path) if lay.csv_path else None,
-            "data_csv_sha256": file_sha256(lay.csv_path) if lay.csv_path else None,
-            "bytes": sum(s.bytes_in for s in scans) + (lay.csv_path.stat().st_size if lay.csv_path else 0),
-        },
-        "metadata": {"file": METADATA, "raw_file": METADATA_RAW, "patients_without_csv_row": no_row,
-                     "csv_rows_without_images": no_images, **imputation},
+        "source": _source_record(source, lay, found.scans),
+        "metadata": {"file": METADATA, "raw_file": METADATA_RAW, "patients_without_csv_row": plan.no_row,
+                     "csv_rows_without_images": plan.no_images, **plan.imputation},
         "storage": {"compression": opts.compression, "compression_level": opts.compression_level,
                     "chunks": "one slice per chunk", "fletcher32": True},
         "bytes_out": sum(s["bytes"] for s in shards),
     }
-    atomic_write(out / MANIFEST, lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
-    outdir.write_journal(out, planned)
-    reused = sum(b["reused"] for b in built)
-    log.info("prepared %d patients (%d shards reused) into %s", len(kept), reused, out)
-    return manifest
+
+
+def _source_record(source: Path, lay: Layout, scans: list[_Scan]) -> dict:
+    """The manifest's ``source``: where the data came from, data.csv's checksum, the bytes read."""
+    csv = lay.csv_path
+    return {
+        "path": str(source),
+        "data_csv": str(csv) if csv else None,
+        "data_csv_sha256": file_sha256(csv) if csv else None,
+        "bytes": sum(s.bytes_in for s in scans) + (csv.stat().st_size if csv else 0),
+    }
+
+
+def describe(manifest: dict, seconds: float, workers: int) -> str:
+    """What ``orch prep`` reports of a run (``manifest`` as :func:`prepare` returns it): counts, the split, what was
+    left out or imputed, bytes in and out."""
+    m, sp = manifest, manifest["split"]
+    prepared = set(m["institutions"])  # the prepared patients (data.csv may list more)
+    imputed = [p for p in m["metadata"]["imputed_patients"] if p in prepared]
+    incomplete = [p for p in m["metadata"]["incomplete"] if p in prepared]
+    b_in, b_out = m["source"]["bytes"], m["bytes_out"]
+    return (
+        f"prepared {m['patients']} patients, {m['slices']} slices ({m['tumour_slices']} with tumour) "
+        f"in {seconds:.1f} s with {workers} worker(s)\n"
+        f"  split (seed {sp['seed']}): {len(sp['train'])} train / {len(sp['val'])} val / {len(sp['test'])} test "
+        f"patients\n"
+        f"  excluded: {len(m['excluded'])}; warnings: {len(m['warnings'])} (both listed in manifest.json); "
+        f"metadata imputed for {len(imputed)} patient(s), {len(incomplete)} flagged incomplete\n"
+        f"  bytes in {_mb(b_in)}, out {_mb(b_out)} ({b_out / max(b_in, 1):.2f}x)"
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
 
 
 def _read_old_manifest(out: Path) -> dict[str, str]:

@@ -23,10 +23,9 @@ import pandas as pd
 from data_prep.errors import DamagedShards, PrepError
 from data_prep.outdir import METADATA, METADATA_RAW, safe_relative
 from data_prep.shards import FORMAT_VERSION, check_shard, read_shard_into
+from data_prep.split import SPLITS
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -87,13 +86,6 @@ class PreparedData:
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
         return list(self.manifest["split"][split])
-
-    def split_of(self, patient: str) -> str:
-        """"train", "val" or "test": the split ``patient`` belongs to."""
-        for s in SPLITS:
-            if patient in self.manifest["split"][s]:
-                return s
-        raise KeyError(f"patient {patient!r} is not in {self.root}")
 
     def load(self, split: str | None = None, patients: list[str] | None = None,
              workers: int | None = None) -> SliceArrays:
@@ -215,8 +207,9 @@ def _read(path: Path, image: np.ndarray, mask: np.ndarray, slices: np.ndarray) -
     try:
         read_shard_into(path, image, mask, slices)
     except (OSError, KeyError, ValueError, TypeError) as e:
-        raise PrepError(f"shard {path} is missing or damaged ({e}): check with `orch prep --verify "
-                        f"{path.parent.parent}`, then rerun `orch prep SOURCE {path.parent.parent}` to rebuild it") from e
+        out = path.parent.parent
+        raise PrepError(f"shard {path} is missing or damaged ({e}): check with `orch prep --verify {out}`, then "
+                        f"rerun `orch prep SOURCE {out}` to rebuild it") from e
 
 
 def _default_load_workers(total_slices: int) -> int:

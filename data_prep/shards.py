@@ -6,7 +6,7 @@ One shard per patient, ``OUT/shards/<patient>.h5``::
     mask     (N, 256, 256)    uint8    {0, 1}, same chunking/filters
     patient  (N,)             utf-8 strings
     slice    (N,)             int32    the slice number of the source file name (1-based)
-    attrs: format_version, patient, fingerprint (sha256 of the source content the shard was built from)
+    attrs: format_version, patient, fingerprint (of the source content the shard was built from, see below)
 
 Shards are deterministic in content (no timestamps: ``track_times=False``; fixed library version bounds); with
 gzip also in bytes. lzf is not byte-repeatable: liblzf leaves its hash table uninitialised (``INIT_HTAB`` 0) and
@@ -14,6 +14,9 @@ its output then depends on the stack it runs on, so one shard written twice in a
 in a byte (same decoded data; fletcher32 and the manifest's sha256 always describe the bytes written). Written to a
 temporary file unique to the writing process, flushed to disk and renamed into place, so a shard at its final name
 is always complete.
+The fingerprint (``data_prep.prep``) is a sha256 hex digest over a salt (format version, compression and level)
+and, per slice kept, its number and the CRC32s of its image and mask pixels (``data_prep.tiffs.slice_digest``):
+it notices a changed source or storage setting between two runs; it is no checksum of the source files' bytes.
 Metadata blocks carry HDF5's own checksums (libver v110) and data chunks fletcher32, so damage is detectable
 without the manifest; the manifest's sha256 catches everything else.
 """
@@ -28,12 +31,12 @@ import h5py
 import numpy as np
 
 from data_prep.atomic import atomic_write
+from data_prep.choices import COMPRESSIONS
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
-COMPRESSIONS = ("lzf", "gzip")  # built-in h5py filters only: the GPU machine has no hdf5plugin
 _LIBVER = ("v110", "v110")
 
 

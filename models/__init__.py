@@ -3,23 +3,38 @@
 No weights are downloaded: encoders start random unless a local torchvision weights file is given.
 This package never imports ``orchestrator``; a config is read by attribute (``encoder``, ``in_channels``,
 ``classes``, ``decoder_channels``, ``weights``, ``head_relu``).
+
+The registry's names (``list_encoders``, models/registry.py) and the normalisation constants import without
+torch; everything that needs torch (``ENCODERS``, ``create_model``, the modules) is imported on first use, so a
+configuration can validate an encoder name in a process that never trains (a sweep driver, ``orch sweep
+--dry-run``).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from torch import nn
-
-from models.encoders import ENCODERS, EncoderSpec, ResNetEncoder
-from models.unet import ResNetUNet, UnetDecoder
+from models.registry import ENCODER_TABLE, list_encoders
 
 # Input normalisation (ImageNet statistics, so optional ImageNet encoder weights see what they were trained on).
 NORMALIZE_MEAN = (0.485, 0.456, 0.406)
 NORMALIZE_STD = (0.229, 0.224, 0.225)
 
+# name -> the module defining it, imported on first access (PEP 562)
+_LAZY = {
+    "ENCODERS": "models.encoders",
+    "EncoderSpec": "models.encoders",
+    "ResNetEncoder": "models.encoders",
+    "ResNetUNet": "models.unet",
+    "UnetDecoder": "models.unet",
+    "count_parameters": "models.factory",
+    "create_model": "models.factory",
+}
+
 __all__ = [
     "ENCODERS",
+    "ENCODER_TABLE",
     "EncoderSpec",
     "NORMALIZE_MEAN",
     "NORMALIZE_STD",
@@ -32,41 +47,11 @@ __all__ = [
 ]
 
 
-def list_encoders() -> list[str]:
-    """Registered encoder names, shallowest first."""
-    return list(ENCODERS)
-
-
-def create_model(name_or_config: Any, **kwargs: Any) -> ResNetUNet:
-    """Build a ResNet-UNet from an encoder name or a ``ModelConfig``-like object.
-
-    ``kwargs`` (``in_channels``, ``classes``, ``decoder_channels``, ``weights``, ``head_relu``) override the
-    config; ``None``
-    values are dropped so unset options keep the defaults. Raises ``ValueError`` listing the valid names for an
-    unknown encoder."""
-    if isinstance(name_or_config, str):
-        opts: dict[str, Any] = {"encoder": name_or_config}
-    else:
-        opts = {
-            k: getattr(name_or_config, k)
-            for k in ("encoder", "in_channels", "classes", "decoder_channels", "weights", "head_relu")
-            if getattr(name_or_config, k, None) is not None
-        }
-    opts.update({k: v for k, v in kwargs.items() if v is not None})
-    name = opts["encoder"]
-    if name not in ENCODERS:
-        raise ValueError(f"Unknown model encoder {name!r}; valid encoders: {', '.join(list_encoders())}")
-    encoder = ResNetEncoder(ENCODERS[name], in_channels=int(opts.get("in_channels", 3)))
-    if opts.get("weights"):
-        encoder.load_weights(opts["weights"])
-    return ResNetUNet(
-        encoder,
-        decoder_channels=tuple(opts.get("decoder_channels", (256, 128, 64, 32, 16))),
-        classes=int(opts.get("classes", 1)),
-        head_relu=bool(opts.get("head_relu", False)),
-    )
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (trainable and not; BN running stats are buffers, not counted)."""
-    return sum(p.numel() for p in model.parameters())
+def __getattr__(name: str) -> Any:
+    """The torch-backed names, imported from their module on first access (then cached in this module)."""
+    try:
+        home = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'models' has no attribute {name!r}") from None
+    globals()[name] = value = getattr(importlib.import_module(home), name)
+    return value

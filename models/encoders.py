@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from models.registry import ENCODER_TABLE
+
 log = logging.getLogger(__name__)
 
 
@@ -31,16 +33,11 @@ class EncoderSpec:
     out_channels: tuple[int, ...]
 
 
-_BASIC = (3, 64, 64, 128, 256, 512)
-_BOTTLENECK = (3, 64, 256, 512, 1024, 2048)
+_BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
-# The family is this table: adding a depth is adding a row (torchvision's layer counts, smp's out_channels).
+# The family is the registry's table (models/registry.py), with torchvision's block classes.
 ENCODERS: dict[str, EncoderSpec] = {
-    "resnet18": EncoderSpec(BasicBlock, (2, 2, 2, 2), _BASIC),
-    "resnet34": EncoderSpec(BasicBlock, (3, 4, 6, 3), _BASIC),
-    "resnet50": EncoderSpec(Bottleneck, (3, 4, 6, 3), _BOTTLENECK),
-    "resnet101": EncoderSpec(Bottleneck, (3, 4, 23, 3), _BOTTLENECK),
-    "resnet152": EncoderSpec(Bottleneck, (3, 8, 36, 3), _BOTTLENECK),
+    name: EncoderSpec(_BLOCKS[row.block], row.layers, row.out_channels) for name, row in ENCODER_TABLE.items()
 }
 
 

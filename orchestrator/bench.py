@@ -13,8 +13,10 @@ Also: eval forward images/s, and a projection of the paper grid's wall time (45 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,21 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import create_model
-from orchestrator.config import TrainConfig
+from models import create_model, list_encoders
+from orchestrator.config import ConfigError, TrainConfig
 from orchestrator.recipe import PAPER_SETTINGS
-from orchestrator.training.data import BatchMaker, DeviceSplit
-from orchestrator.training.step import (
-    TrainStep,
-    autocast,
-    make_loss,
-    make_optimizer,
-    resolve_amp,
-)
+from orchestrator.training.data import DeviceSplit, split_slices
+from orchestrator.training.step import autocast, make_train_step, step_parts
 
 log = logging.getLogger(__name__)
 
-# Bare captured bf16 channels-last step, one H200, batch 16, 256x256 (../shared/DESIGN.md), images/s.
+# Bare captured bf16 channels-last step, one H200, batch 16, 256x256 (docs/design.md), images/s; keys are
+# registry encoders (models.list_encoders(); a test holds them together).
 H200_CEILING = {"resnet18": 2018, "resnet34": 1673, "resnet50": 1269, "resnet101": 937, "resnet152": 737}
 PAPER_EPOCHS, CONFIGS_PER_DEPTH = 50, 9  # 3 optimizers x 3 learning rates
 FULL_TRAIN_SLICES, FULL_EVAL_SLICES = 3143, 786  # ~80 % / 20 % of LGG's 3,929 slices (default 0.1/0.1 split)
@@ -46,7 +43,7 @@ FULL_TRAIN_SLICES, FULL_EVAL_SLICES = 3143, 786  # ~80 % / 20 % of LGG's 3,929 s
 
 @dataclass(frozen=True)
 class BenchConfig:
-    encoders: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    encoders: tuple[str, ...] = tuple(list_encoders())
     batch_size: int = 16
     image_size: int = 256
     steps: int = 30
@@ -114,14 +111,14 @@ def _naive(encoder: str, cfg: BenchConfig, device: torch.device) -> tuple[float,
 
 
 def _loop(encoder: str, cfg: BenchConfig, device: torch.device, split: DeviceSplit, graph: bool) -> dict[str, Any]:
-    # the paper grid's step (its projection is what this measures): Adam at a constant rate
-    tcfg = TrainConfig(encoder=encoder, batch_size=cfg.batch_size, lr=1e-4, optimizer="adam", **PAPER_SETTINGS)
+    """``fit``'s own step (``make_train_step``) for the paper grid's configuration (its projection is what this
+    measures): Adam at a constant rate, eager or captured."""
+    tcfg = TrainConfig(encoder=encoder, batch_size=cfg.batch_size, lr=1e-4, optimizer="adam",
+                       cuda_graph="on" if graph else "off", **PAPER_SETTINGS)
     torch.manual_seed(0)
-    model = create_model(encoder).to(device).to(memory_format=torch.channels_last)
-    opt = make_optimizer(model.parameters(), tcfg, device)
-    amp = resolve_amp("auto", device)
-    make = BatchMaker(split)
-    step = TrainStep(model, opt, make_loss("bce"), make, device, amp, None, mode="graph" if graph else "eager")
+    model = create_model(tcfg.model).to(device).to(memory_format=torch.channels_last)
+    parts = step_parts(model, tcfg, device)
+    step = make_train_step(tcfg, parts, model, split, device)
     perm = torch.randperm(len(split), device=device)
     batches = [perm[i : i + cfg.batch_size] for i in range(0, len(split) - cfg.batch_size + 1, cfg.batch_size)]
     k = iter(range(10**9))
@@ -132,22 +129,26 @@ def _loop(encoder: str, cfg: BenchConfig, device: torch.device, split: DeviceSpl
     _time(one, cfg.warmup, device)  # includes the graph warm-up and capture
     _peak_reset(device)
     secs = _time(one, cfg.steps, device)
-    out = {"img_per_s": cfg.batch_size * cfg.steps / secs, "peak_gib": _peak_gib(device), "amp": str(amp),
+    out = {"img_per_s": cfg.batch_size * cfg.steps / secs, "peak_gib": _peak_gib(device), "amp": str(parts.amp_dtype),
            "mode": step.mode, "capture_error": step.timings.get("capture_error")}
-    if not graph:  # eval forward throughput (batch 64, no grad), for the projection
-        model.eval()
-        idx = torch.arange(min(64, len(split)), device=device)
-        x, _ = make(idx, augment=False)
-
-        @torch.no_grad()
-        def fwd() -> None:
-            with autocast(device, amp):
-                model(x)
-
-        _time(fwd, 3, device)
-        out["eval_img_per_s"] = len(idx) * 10 / _time(fwd, 10, device)
-    del step, opt, model
+    if not graph:
+        out["eval_img_per_s"] = _eval_img_per_s(model, step.batch_fn, split, device, parts.amp_dtype)
     return out
+
+
+def _eval_img_per_s(model, batch_fn, split: DeviceSplit, device: torch.device, amp) -> float:
+    """Eval forward throughput (batch 64, no grad), for the projection."""
+    model.eval()
+    idx = torch.arange(min(64, len(split)), device=device)
+    x, _ = batch_fn(idx, augment=False)
+
+    @torch.no_grad()
+    def fwd() -> None:
+        with autocast(device, amp):
+            model(x)
+
+    _time(fwd, 3, device)
+    return len(idx) * 10 / _time(fwd, 10, device)
 
 
 def _variant(variant: str, enc: str, cfg: BenchConfig, device: torch.device, split: DeviceSplit) -> dict[str, Any]:
@@ -226,3 +227,73 @@ def _projection(row: dict[str, Any], cfg: BenchConfig) -> dict[str, float]:
 def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Whole-grid projection (sum over depths) in hours."""
     return {k: sum(r.get(k, 0.0) for r in rows) for k in ("paper_hours_naive", "paper_hours_ours")}
+
+
+def bench_config(encoders: str, batch_size: int = 16, image_size: int | None = None, steps: int | None = None,
+                 device: str = "auto", data: str | Path | None = None) -> BenchConfig:
+    """The bench ``orch bench`` runs: ``encoders`` comma-separated registry names; sizes default to the GPU's
+    (256 px, 30 steps) or, without one, small CPU sizes; with prepared ``data``, the projection uses its slice
+    counts. ConfigError for an unknown encoder or ``cuda`` without a visible GPU."""
+    names = tuple(e.strip() for e in encoders.split(",") if e.strip())
+    bad = [e for e in names if e not in list_encoders()]
+    if bad:
+        raise ConfigError(f"unknown encoders {bad}; choose from {', '.join(list_encoders())}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    gpu = device != "cpu" and torch.cuda.is_available()
+    cfg = BenchConfig(encoders=names, batch_size=batch_size if gpu else min(batch_size, 4),
+                      image_size=image_size or (256 if gpu else 64), steps=steps or (30 if gpu else 3),
+                      warmup=8 if gpu else 1, slices=256 if gpu else 16, device=device)
+    if data:
+        from data_prep import PreparedData
+
+        pd = PreparedData(data)
+        n = {s: split_slices(pd, s) for s in ("train", "val", "test")}
+        cfg = dataclasses.replace(cfg, train_slices=n["train"], eval_slices=n["val"] + n["test"])
+    return cfg
+
+
+def cpu_note(cfg: BenchConfig) -> str | None:
+    """The warning a CPU run prints (its figures are not GPU figures); None on a GPU."""
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        return None
+    return (f"no GPU: CPU run at small sizes (batch {cfg.batch_size}, {cfg.image_size}px, {cfg.steps} steps); "
+            "these are not GPU figures")
+
+
+BENCH_COLUMNS = ("encoder", "naive fp32", "strict fp32", "loop", "loop graph", "x naive", "peak GiB", "paper grid h")
+
+
+def bench_table(cfg: BenchConfig):
+    """An empty rich table of ``BENCH_COLUMNS``; :func:`add_bench_row` fills it as rows come."""
+    from rich.table import Table
+
+    table = Table(title=f"orch bench: images/s, batch {cfg.batch_size}, {cfg.image_size}px")
+    for c in BENCH_COLUMNS:
+        table.add_column(c, justify="right")
+    return table
+
+
+def _cell(v: Any) -> str:
+    """A figure as the table shows it: 4 decimals under 10, 1 from 10 up; "-" when missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return (f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}") if isinstance(v, float) else str(v)
+
+
+def add_bench_row(table, r: dict[str, Any]) -> None:
+    """One encoder's row of :func:`run_bench` into ``table``."""
+    best = max(r.get("loop_graph_img_per_s") or 0, r.get("loop_img_per_s") or 0)
+    speedup = _cell(best / r["naive_img_per_s"]) if r.get("naive_img_per_s") else "-"
+    table.add_row(r["encoder"], _cell(r.get("naive_img_per_s")), _cell(r.get("naive_strict_img_per_s")),
+                  _cell(r.get("loop_img_per_s")), _cell(r.get("loop_graph_img_per_s")), speedup,
+                  _cell(r.get("loop_graph_peak_gib") or r.get("loop_peak_gib")), _cell(r.get("paper_hours_ours")))
+
+
+def projection_line(cfg: BenchConfig, rows: list[dict[str, Any]]) -> str:
+    """The paper grid's projected wall time on this device, summed over the depths run."""
+    s = summary(rows)
+    every_depth = set(cfg.encoders) >= set(list_encoders())
+    return (f"paper grid (45 configurations x 50 epochs, one after another on this device, train "
+            f"{cfg.train_slices} + eval {cfg.eval_slices} slices/epoch): ours {s['paper_hours_ours']:.2f} h, "
+            f"naive {s['paper_hours_naive']:.2f} h" + ("" if every_depth else " (only the depths run)"))

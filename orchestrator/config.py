@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from models import list_encoders
 from orchestrator.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -19,8 +20,8 @@ LOSSES = ("bce", "dice", "bce_dice")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine", "poly")  # lr after warm-up: flat, cosine to 0, or (1 - t)^0.9 (nnU-Net)
 SAMPLINGS = ("uniform", "tumour")  # which training slices an epoch draws
-
-
+AMPS = ("auto", "bf16", "fp16", "off")  # autocast dtype; auto: bf16 where supported, fp16 on older GPUs, off on CPU
+CUDA_GRAPHS = ("auto", "on", "off")  # capture the whole training step (auto: keep it where it is faster)
 
 class ConfigError(UserError, ValueError):
     """A configuration value a user can fix: the message names the value and the valid choices."""
@@ -118,35 +119,37 @@ class TrainConfig(_DictMixin):
     weights: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("amp", self.amp, ("auto", "bf16", "fp16", "off"))
-        _check_choice("cuda_graph", self.cuda_graph, ("auto", "on", "off"))
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("sampling", self.sampling, SAMPLINGS)
-        if not (0.0 < self.tumour_fraction < 1.0):
-            raise ConfigError(f"tumour_fraction={self.tumour_fraction!r} must lie strictly between 0 and 1, e.g. 0.5")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ConfigError(f"warmup_epochs={self.warmup_epochs!r} must lie in [0, epochs={self.epochs}]")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if self.min_component < 0:
-            raise ConfigError(f"min_component={self.min_component!r} must be >= 0 (0: no post-processing)")
-        if self.folds is not None and self.folds < 2:
-            raise ConfigError(f"folds={self.folds!r} must be >= 2 (or unset for the prepared split)")
-        if self.fold is not None and not (self.folds and 1 <= self.fold <= self.folds):
-            raise ConfigError(f"fold={self.fold!r} must lie in 1..folds (folds={self.folds})")
-        if not (self.lr > 0):
-            raise ConfigError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs={self.epochs!r} must be >= 1")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size!r} must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps={self.max_steps!r} must be >= 1 (or unset)")
-        if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
-            raise ConfigError(f"image_size={self.image_size!r} must be a multiple of 32 and >= 32 (or unset)")
+        """ConfigError for the first invalid field: a name outside its choices (the encoder outside the registry),
+        or a number outside its range; the message names the value and what is valid."""
+        for name, choices in self._choices().items():
+            _check_choice(name, getattr(self, name), choices)
+        for ok, problem in self._ranges():
+            if not ok:
+                raise ConfigError(problem)
+
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        return {"encoder": tuple(list_encoders()), "optimizer": OPTIMIZERS, "loss": LOSSES, "device": DEVICES,
+                "amp": AMPS, "cuda_graph": CUDA_GRAPHS, "schedule": SCHEDULES, "sampling": SAMPLINGS}
+
+    def _ranges(self) -> list[tuple[bool, str]]:
+        """(field is in range, what to say if not), in the order they are checked."""
+        folds, fold, size = self.folds, self.fold, self.image_size
+        return [
+            (0.0 < self.tumour_fraction < 1.0,
+             f"tumour_fraction={self.tumour_fraction!r} must lie strictly between 0 and 1, e.g. 0.5"),
+            (not (self.warmup_epochs < 0 or self.warmup_epochs > self.epochs),
+             f"warmup_epochs={self.warmup_epochs!r} must lie in [0, epochs={self.epochs}]"),
+            (not self.weight_decay < 0, f"weight_decay={self.weight_decay!r} must be >= 0"),
+            (not self.min_component < 0, f"min_component={self.min_component!r} must be >= 0 (0: no post-processing)"),
+            (folds is None or not folds < 2, f"folds={folds!r} must be >= 2 (or unset for the prepared split)"),
+            (fold is None or bool(folds and 1 <= fold <= folds), f"fold={fold!r} must lie in 1..folds (folds={folds})"),
+            (self.lr > 0, f"lr={self.lr!r} must be a positive number, e.g. 1e-3"),
+            (not self.epochs < 1, f"epochs={self.epochs!r} must be >= 1"),
+            (not self.batch_size < 1, f"batch_size={self.batch_size!r} must be >= 1"),
+            (self.max_steps is None or not self.max_steps < 1, f"max_steps={self.max_steps!r} must be >= 1 (or unset)"),
+            (size is None or not (size < 32 or size % 32),
+             f"image_size={size!r} must be a multiple of 32 and >= 32 (or unset)"),
+        ]
 
     @property
     def model(self) -> ModelConfig:

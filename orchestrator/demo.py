@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from orchestrator import workdir as wd
 from orchestrator.config import SweepConfig, TrackingConfig, _DictMixin
@@ -84,8 +84,18 @@ def prepare_demo_data(cfg: DemoConfig, progress: ProgressFn | None = None) -> Pa
     return prepared
 
 
-def run_demo(cfg: DemoConfig, console=None, progress: ProgressFn | None = None):
-    """Prepare the data and run the scaled-down sweep; returns the sweep's ``SweepOutcome``."""
+@dataclass
+class DemoOutcome:
+    """What ``orch demo`` did: the sweep (a ``SweepOutcome``), the paper-layout tables it wrote (Markdown), and the
+    closing lines saying where everything went (``where_things_are``)."""
+
+    sweep: Any
+    markdown: str
+    where: list[str]
+
+
+def run_demo(cfg: DemoConfig, console=None, progress: ProgressFn | None = None) -> DemoOutcome:
+    """Prepare the data and run the scaled-down sweep, which writes its report (tables and plots) once."""
     from orchestrator.sweep import run_sweep
 
     prepared = prepare_demo_data(cfg, progress)
@@ -94,7 +104,9 @@ def run_demo(cfg: DemoConfig, console=None, progress: ProgressFn | None = None):
                         overrides=cfg.overrides(), keep_checkpoints=cfg.keep_checkpoints)
     # Ray workers inherit the environment: keep a laptop demo from starting usage reporting.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    return run_sweep(sweep, tracking=TrackingConfig(), console=console, workdir=root)
+    outcome = run_sweep(sweep, tracking=TrackingConfig(), console=console, workdir=root)
+    return DemoOutcome(sweep=outcome, markdown=outcome.report["markdown"].read_text(encoding="utf-8"),
+                       where=where_things_are(cfg, outcome, outcome.report))
 
 
 def disk_usage(path: str | os.PathLike) -> int:

@@ -1,4 +1,4 @@
-"""Segmentation metrics shared by training and ``orch evaluate`` (names: ../shared/DESIGN.md).
+"""Segmentation metrics shared by training and ``orch evaluate`` (names: docs/design.md).
 
 Everything derives from three integer counts per slice: true positives, predicted pixels, true pixels.
 Training accumulates those counts on the device (``SliceCounter``: one (N, 3) int64 tensor, written batch by
@@ -87,7 +87,7 @@ def dice_from_counts(counts: np.ndarray) -> np.ndarray:
 
 def compute_metrics(counts: np.ndarray, patients: Sequence[str] | np.ndarray,
                     pixels_per_slice: int) -> dict[str, float]:
-    """Every DESIGN.md evaluation metric from per-slice counts (N, 3) and the patient id of each slice."""
+    """Every docs/design.md evaluation metric from per-slice counts (N, 3) and the patient id of each slice."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 2 or counts.shape[1] != 3 or len(counts) == 0:
         raise ValueError(f"counts must be a non-empty (N, 3) array, got shape {counts.shape}")

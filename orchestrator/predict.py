@@ -8,16 +8,16 @@ OUT receives, per patient folder, ``<folder>/<stem>_<n>_mask.tif`` (uint8 {0, 25
 ``overlays/<folder>/<stem>_<n>.png`` for the slices with predicted tumour, and ``patients.csv`` (one row per
 patient: slices, tumour slices, tumour pixels). Files are written to temporary names and renamed into place.
 
-INPUT is resolved first (``tree/sub/..`` is ``tree``) and walked by :func:`orchestrator.score_masks.walk_tree`:
+INPUT is resolved first (``tree/sub/..`` is ``tree``) and walked by :func:`orchestrator.files.walk_tree`:
 symlinked folders are followed, each real folder once; a link that loops back or leads to folders already read
-is skipped with a warning naming it. Every output folder is checked to lie inside OUT before anything is written.
+is skipped with a warning naming it. Slice file names are read by :func:`data_prep.layout.parse_slice_name`, as
+``orch prep`` reads them. Every output folder is checked to lie inside OUT before anything is written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +26,14 @@ import tifffile
 import torch
 from PIL import Image
 
+from data_prep.layout import parse_slice_name
 from data_prep.tiffs import check_image, read_tiff
-from orchestrator.errors import UserError
-from orchestrator.files import atomic_write
+from orchestrator.errors import UnsafePathError, UserError
+from orchestrator.files import atomic_write, inside, walk_tree
 from orchestrator.postprocess import remove_small_components, scaled_min_voxels
-from orchestrator.score_masks import walk_tree
 
 log = logging.getLogger(__name__)
 
-_SLICE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 _MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://")
 
 
@@ -58,16 +57,17 @@ def find_slices(root: str | os.PathLike, patients: tuple[str, ...] = ()) -> list
     otherwise name a folder ``..``); two folders of one name get their path below ``root`` joined by ``_``."""
     given = Path(root)
     if not given.is_dir():
-        raise PredictError(f"INPUT {given} is not a folder: pass a patient folder of ..._<n>.tif slices or a tree of them")
+        raise PredictError(f"INPUT {given} is not a folder: pass a patient folder of ..._<n>.tif slices or a tree "
+                           "of them")
     root = given.resolve()
     found: dict[Path, list[tuple[int, str, Path]]] = {}
     for folder, filenames in walk_tree(root):
         if patients and not folder.name.startswith(patients):
             continue
         for name in filenames:
-            m = _SLICE.match(name)
-            if m:  # ``..._<n>_mask.tif`` does not match: the number must come right before the suffix
-                found.setdefault(folder, []).append((int(m.group("n")), m.group("stem"), folder / name))
+            parsed = parse_slice_name(name)
+            if parsed and not parsed.mask:
+                found.setdefault(folder, []).append((parsed.n, parsed.stem, folder / name))
     if not found:
         which = f" of patient(s) {', '.join(patients)}" if patients else ""
         raise PredictError(f"INPUT {given} holds no slice images{which} named <stem>_<n>.tif; "
@@ -93,13 +93,12 @@ def output_dir(out: Path, *parts: str) -> Path:
     The folder is resolved, not the file: a mask is written to a temporary name in its folder and renamed onto
     its final name, which replaces a symlink there rather than writing through it. File names come from
     directory listings and so hold no separator."""
-    real_out = out.resolve()
     path = out.joinpath(*parts)
-    real = path.resolve()
-    if not real.is_relative_to(real_out):
-        raise PredictError(f"output folder {path} would lie outside OUT {out} (it resolves to {real}): "
-                           "remove the symlink or the '..' that leads out of OUT, or choose another OUT")
-    return real
+    try:
+        return inside(path, out)
+    except UnsafePathError:
+        raise PredictError(f"output folder {path} would lie outside OUT {out} (it resolves to {path.resolve()}): "
+                           "remove the symlink or the '..' that leads out of OUT, or choose another OUT") from None
 
 
 @dataclass
@@ -150,7 +149,8 @@ def _read_images(patient: PatientSlices) -> np.ndarray:
         else:
             images.append(arr)
     if problems:
-        raise PredictError("cannot predict on these slices (fix or remove them, then rerun):\n  " + "\n  ".join(problems))
+        raise PredictError("cannot predict on these slices (fix or remove them, then rerun):\n  "
+                           + "\n  ".join(problems))
     return np.stack(images)  # (N, 256, 256, 3) uint8
 
 
@@ -201,3 +201,11 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
             progress(i + 1, len(found))
     write_csv(out / "patients.csv", rows)
     return rows
+
+
+def describe(rows: list[dict], out: str | os.PathLike) -> str:
+    """The line ``orch predict`` ends with: what :func:`predict_tree` wrote (its ``rows``) and where."""
+    slices = sum(r["slices"] for r in rows)
+    tumour = sum(r["tumour_slices"] for r in rows)
+    return (f"predicted {slices} slices of {len(rows)} patients ({tumour} with tumour) into {out}; "
+            f"per-patient table: {Path(out) / 'patients.csv'}")

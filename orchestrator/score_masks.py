@@ -6,25 +6,30 @@ integer or boolean with values {0, 255} or {0, 1}, as LGG's masks and ``orch pre
 tumour); float data (probabilities, NaN) or other values are an error naming the file, never guessed at.
 The metrics are ``orchestrator.metrics``: the same code as training.
 
-Both trees are walked with :func:`walk_tree`: symlinked folders are followed, each real folder once.
+Both trees are walked with :func:`orchestrator.files.walk_tree`: symlinked folders are followed, each real folder
+once. File names are read by :func:`data_prep.layout.parse_slice_name`, the parser ``orch prep`` uses.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data_prep.layout import MASK_SUFFIXES, is_mask_name, parse_slice_name
 from data_prep.tiffs import read_tiff
 from orchestrator.errors import UserError
+from orchestrator.files import atomic_write_text, walk_tree
 from orchestrator.metrics import compute_metrics, per_patient_dice, slice_counts_numpy
 
 log = logging.getLogger(__name__)
-MASK_SUFFIXES = ("_mask.tif", "_mask.tiff")
+__all__ = ["MASK_SUFFIXES", "EvaluateError", "Evaluation", "evaluate", "evaluate_dirs", "find_masks", "walk_tree",
+           "write_evaluation"]
 
 
 class EvaluateError(UserError, ValueError):
@@ -40,53 +45,22 @@ class Evaluation:
     extra_predictions: int  # prediction files with no truth mask (ignored)
 
 
-def walk_tree(root: Path) -> Iterator[tuple[Path, list[str]]]:
-    """``(folder, sorted file names)`` for ``root`` and every folder below it, in sorted order, each real folder once.
-
-    A symlinked folder is followed (a tree assembled from links to patients stored elsewhere works) unless its
-    target overlaps a folder this walk already covers: a link back to a folder above it (a loop, which would
-    otherwise repeat the tree until paths grow too long) or a second way into the same folders (its slices
-    would be read twice). Such a link is skipped with a warning naming it. ``root`` is resolved first (the folders
-    yielded lie under ``root.resolve()``), so that "already covered" compares real paths. Symlinked files are read
-    like files."""
-    root = root.resolve()
-    covered = [root]  # real roots of the trees walked: ``root`` and the target of every link followed
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        here = Path(dirpath)
-        keep = []
-        for name in sorted(dirnames):
-            link = here / name
-            if link.is_symlink():
-                target = link.resolve()
-                if here.resolve().is_relative_to(target):
-                    log.warning("symlink %s -> %s loops back to a folder above it: not followed", link, target)
-                    continue
-                if any(target.is_relative_to(c) or c.is_relative_to(target) for c in covered):
-                    log.warning("symlink %s -> %s leads into folders already read: skipped (each folder is read "
-                                "once)", link, target)
-                    continue
-                covered.append(target)
-            keep.append(name)
-        dirnames[:] = keep  # os.walk descends into exactly these, in this order
-        yield here, sorted(filenames)
-
-
 def find_masks(root: str | os.PathLike) -> dict[str, Path]:
-    """``{file name: path}`` of every ``*_mask.tif`` under ``root`` (walked by :func:`walk_tree`). A name seen
+    """``{file name: path}`` of every ``*_mask.tif`` under ``root`` (walked by ``walk_tree``). A name seen
     twice (LGG copies often hold a second identical ``kaggle_3m`` tree) is kept once: the first in walk order."""
     found: dict[str, Path] = {}
     for folder, filenames in walk_tree(Path(root)):
         for name in filenames:
-            if name.lower().endswith(MASK_SUFFIXES) and name not in found:
+            if is_mask_name(name) and name not in found:
                 found[name] = folder / name
     return found
 
 
 def _slice_key(path: Path) -> tuple[str, int]:
-    """(patient folder, slice number) of ``.../<folder>/<folder>_<n>_mask.tif``: numeric, not lexical, order."""
-    stem = path.name[: -len("_mask.tif")] if path.name.lower().endswith(".tif") else path.name[: -len("_mask.tiff")]
-    number = stem.rsplit("_", 1)[-1]
-    return path.parent.name, int(number) if number.isdigit() else -1
+    """(patient folder, slice number) of ``.../<folder>/<folder>_<n>_mask.tif``: numeric, not lexical, order
+    (-1 for a mask name without a slice number)."""
+    parsed = parse_slice_name(path.name)
+    return path.parent.name, parsed.n if parsed else -1
 
 
 _EXPECTED = "masks must be integer or boolean with values 0/255 (or 0/1), like LGG's and orch predict's"
@@ -120,7 +94,7 @@ def _read(path: Path, what: str) -> np.ndarray:
 def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
                   progress: Callable[[int, int], None] | None = None,
                   predicted_patients_only: bool = False) -> Evaluation:
-    """Every DESIGN.md metric of the masks under ``pred`` against those under ``truth``.
+    """Every metric of ``docs/design.md`` for the masks under ``pred`` against those under ``truth``.
 
     With ``predicted_patients_only`` the truth is limited to the patient folders that ``pred`` holds (score the
     test patients' predictions against a whole ``kaggle_3m`` tree); their every slice must still be predicted.
@@ -166,3 +140,25 @@ def evaluate_dirs(pred: str | os.PathLike, truth: str | os.PathLike,
     if extra:
         log.warning("%d prediction files in %s have no truth mask in %s: ignored", extra, pred, truth)
     return Evaluation(metrics, per_patient_dice(counts, patients), len(names), len(set(patients)), extra)
+
+
+def write_evaluation(ev: Evaluation, json_out: str | os.PathLike | None = None,
+                     per_patient: str | os.PathLike | None = None) -> None:
+    """``orch evaluate``'s optional files: ``json_out`` (metrics, slice and patient counts, per-patient Dice as
+    JSON) and ``per_patient`` (per-patient Dice as CSV)."""
+    if json_out:
+        atomic_write_text(json_out, json.dumps({"metrics": ev.metrics, "slices": ev.slices, "patients": ev.patients,
+                                                "per_patient": ev.per_patient}, indent=2))
+    if per_patient:
+        from orchestrator.training.outcome import write_csv  # the training package loads torch
+
+        write_csv(Path(per_patient), ev.per_patient)
+
+
+def evaluate(pred: str | os.PathLike, truth: str | os.PathLike, json_out: str | os.PathLike | None = None,
+             per_patient: str | os.PathLike | None = None, predicted_patients_only: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """``orch evaluate``: :func:`evaluate_dirs`, then the files :func:`write_evaluation` writes."""
+    ev = evaluate_dirs(pred, truth, progress=progress, predicted_patients_only=predicted_patients_only)
+    write_evaluation(ev, json_out, per_patient)
+    return ev

@@ -13,13 +13,13 @@ other keys and their types, and replaces the file atomically. A file that does n
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 import tomllib
 from pathlib import Path
 
-from data_prep.atomic import atomic_write
 from orchestrator.config import ConfigError
 from orchestrator.errors import MissingPathError
+from orchestrator.files import atomic_write_text
 
 FILENAME = "orch.toml"
 
@@ -89,15 +89,9 @@ def record_prepared(prepared: str | os.PathLike, workdir: str | os.PathLike | No
     if "data" not in doc:
         doc["data"] = tomlkit.table()
     doc["data"]["prepared"] = str(Path(prepared).resolve())
-    text = tomlkit.dumps(doc)
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-        if target.exists():
-            shutil.copymode(target, tmp)
-
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None  # the user's permissions stay
     try:
-        atomic_write(target, write)
+        atomic_write_text(target, tomlkit.dumps(doc), mode=mode)
     except OSError as e:
         raise OrchTomlError(f"cannot write {target} ({e.strerror or e}): pass --data {prepared} to later "
                             "commands instead") from e

@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "orchestrator.cli.train",
     "orchestrator.cli.sweep",
     "orchestrator.cli.report",
+    "orchestrator.cli.predict",
     "orchestrator.cli.demo",
 )
 

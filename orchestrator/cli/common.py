@@ -1,10 +1,14 @@
-"""Shared CLI pieces: options defined once, the translation of user errors into clean messages, and the one
-decision between live displays (a terminal) and plain lines (a log file, ``ray job submit``, CI)."""
+"""Shared CLI pieces: options defined once, the translation of user errors into clean messages, the one
+decision between live displays (a terminal) and plain lines (a log file, ``ray job submit``, CI), the metrics table.
+
+Importing this module (and so every command module) loads no torch, ray or mlflow, nor does a user error leaving a
+command: the errors caught come from ``orchestrator.errors`` and ``data_prep.errors``, which import nothing."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 import time
@@ -18,6 +22,7 @@ from orchestrator.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,27 @@ def interactive() -> bool:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):  # replaced or closed stdout
         return False
+
+
+def fmt_metric(v) -> str:
+    """A metric in a table: 4 decimals below 10, 1 above; "-" for a missing or NaN value."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def metrics_table(title: str, metrics: dict) -> Table:
+    """``metrics`` as a two-column rich table (metric, value) under ``title``."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, fmt_metric(v))
+    return t
 
 
 PLAIN_WIDTH = 120  # a log file has no width: rich's default of 80 would cut rules and squeeze tables

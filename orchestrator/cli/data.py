@@ -7,6 +7,7 @@ import time
 
 import click
 
+from data_prep.choices import COMPRESSIONS, NUMERIC_FILLS
 from orchestrator import workdir
 from orchestrator.cli.common import stage_progress, user_errors
 
@@ -17,10 +18,6 @@ def _default_workers() -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, min(8, cores))
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
 
 
 @click.command("synth")
@@ -58,9 +55,9 @@ def synth_cmd(out: str, patients: int, seed: int, workers: int) -> None:
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the patient split.")
 @click.option("--max-missing-frac", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Flag metadata rows missing more than this fraction of fields as incomplete.")
-@click.option("--numeric-fill", type=click.Choice(["median", "mean"]), default="median", show_default=True,
+@click.option("--numeric-fill", type=click.Choice(NUMERIC_FILLS), default="median", show_default=True,
               help="Imputation for numeric metadata columns (categorical codes use the mode).")
-@click.option("--compression", type=click.Choice(["lzf", "gzip"]), default="lzf", show_default=True,
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default="lzf", show_default=True,
               help="Lossless shard compression (built-in HDF5 filters).")
 @click.option("--compression-level", type=click.IntRange(0, 9), default=None, help="gzip level (default 4).")
 @click.option("--force", is_flag=True,
@@ -78,14 +75,11 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
 
     OUT must be new, empty or an earlier `orch prep` output (a stopped one resumes); one prep at a time per OUT.
     """
-    from data_prep import PrepOptions, prepare, verify
+    from data_prep import PrepOptions, prepare
+    from data_prep.prep import describe
 
     if verify_only:
-        if len(paths) != 1:
-            raise click.UsageError("--verify takes exactly one path: orch prep --verify OUT")
-        with stage_progress() as progress:
-            summary = verify(paths[0], progress=progress)
-        click.echo(f"{paths[0]}: all {summary['shards']} shards verify ({summary['slices']} slices)")
+        _verify(paths)
         return
     if len(paths) != 2:
         raise click.UsageError("expected SOURCE and OUT: orch prep SOURCE OUT (or orch prep --verify OUT)")
@@ -96,24 +90,21 @@ def prep_cmd(paths: tuple[str, ...], verify_only: bool, skip_invalid: bool, work
                        compression=compression, compression_level=compression_level, force=force)
     t0 = time.perf_counter()
     with stage_progress() as progress:
-        m = prepare(source, out, options=opts, progress=progress)
+        manifest = prepare(source, out, options=opts, progress=progress)
     seconds = time.perf_counter() - t0
     recorded = workdir.record_prepared(out)
-    sp = m["split"]
-    prepared = set(m["institutions"])  # the prepared patients (data.csv may list more)
-    imputed = [p for p in m["metadata"]["imputed_patients"] if p in prepared]
-    incomplete = [p for p in m["metadata"]["incomplete"] if p in prepared]
-    b_in, b_out = m["source"]["bytes"], m["bytes_out"]
-    click.echo(
-        f"prepared {m['patients']} patients, {m['slices']} slices ({m['tumour_slices']} with tumour) "
-        f"in {seconds:.1f} s with {workers} worker(s)\n"
-        f"  split (seed {sp['seed']}): {len(sp['train'])} train / {len(sp['val'])} val / {len(sp['test'])} test "
-        f"patients\n"
-        f"  excluded: {len(m['excluded'])}; warnings: {len(m['warnings'])} (both listed in manifest.json); "
-        f"metadata imputed for {len(imputed)} patient(s), {len(incomplete)} flagged incomplete\n"
-        f"  bytes in {_mb(b_in)}, out {_mb(b_out)} ({b_out / max(b_in, 1):.2f}x)\n"
-        f"  -> {out} (recorded in {recorded})"
-    )
+    click.echo(f"{describe(manifest, seconds, workers)}\n  -> {out} (recorded in {recorded})")
+
+
+def _verify(paths: tuple[str, ...]) -> None:
+    """``orch prep --verify OUT``."""
+    from data_prep import verify
+
+    if len(paths) != 1:
+        raise click.UsageError("--verify takes exactly one path: orch prep --verify OUT")
+    with stage_progress() as progress:
+        summary = verify(paths[0], progress=progress)
+    click.echo(f"{paths[0]}: all {summary['shards']} shards verify ({summary['slices']} slices)")
 
 
 COMMANDS = [synth_cmd, prep_cmd]

@@ -1,13 +1,22 @@
-"""``orch report`` (the paper's tables beside ours, plots) and ``orch ui`` (the MLflow UI on a sweep's store)."""
+"""``orch report`` (the paper's tables beside ours, plots) and ``orch ui`` (the MLflow UI on a sweep's store).
+
+``orch report`` joins two libraries that never import each other: ``orchestrator.tracking`` (``--sync`` uploads
+what an outage left buffered; a sweep with no directory here is read back from MLflow) and ``orchestrator.report``.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import signal
 import sys
+from pathlib import Path
 
 import click
 
 from orchestrator.cli.common import user_errors
+
+log = logging.getLogger(__name__)
 
 
 @click.command("report")
@@ -38,16 +47,40 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
     """
     from orchestrator.report import make_report
 
-    rep = make_report(sweep, out=out, storage=storage, tracking_uri=tracking_uri, sync=sync, buffer_dir=buffer_dir,
-                      plots=not no_plots)
     if sync:
-        click.echo(f"synced buffered MLflow records of {len(rep.synced)} trial(s)"
-                   + (f"; still buffered (store unreachable): {', '.join(rep.still_buffered)}"
-                      if rep.still_buffered else ""))
+        click.echo(_sync(sweep, storage, tracking_uri, buffer_dir))
+    rep = make_report(sweep, out=out, storage=storage, plots=not no_plots,
+                      load=functools.partial(_read_mlflow, tracking_uri))
     click.echo(f"results: {rep.source}\n")
     click.echo(rep.markdown)
     for key, path in rep.paths.items():
         click.echo(f"wrote {key}: {path}")
+
+
+def _sync(sweep: str, storage: str | None, tracking_uri: str | None, buffer_dir: str | None) -> str:
+    """Upload the records an MLflow outage left in ``buffer_dir`` (default ``<sweep dir>/mlflow-buffer``); the line
+    saying what was sent and what still waits."""
+    from orchestrator.report.build import find_sweep_dir
+    from orchestrator.results_schema import BUFFER_DIRNAME
+    from orchestrator.tracking.sync import sync_buffers
+
+    bdir = Path(buffer_dir) if buffer_dir else (find_sweep_dir(sweep, storage) or Path(sweep)) / BUFFER_DIRNAME
+    done = sync_buffers(bdir, tracking_uri=tracking_uri)
+    if not (done.sent or done.waiting):
+        log.info("nothing buffered in %s", bdir)
+    waiting = f"; still buffered (store unreachable): {', '.join(done.waiting)}" if done.waiting else ""
+    return f"synced buffered MLflow records of {len(done.sent)} trial(s){waiting}"
+
+
+def _read_mlflow(tracking_uri: str | None, name: str):
+    """``make_report``'s loader for a sweep with no directory here: its results read back from the MLflow store
+    ``tracking_uri`` (default ``sqlite:///<current dir>/mlflow.db``)."""
+    from orchestrator.report.build import SweepResults
+    from orchestrator.tracking.readback import results_frame
+    from orchestrator.tracking.store import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    return SweepResults(results_frame(uri, name), f"mlflow:{uri}#{name}")
 
 
 @click.command("ui")

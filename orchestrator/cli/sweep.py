@@ -12,6 +12,7 @@ from rich.table import Table
 from orchestrator import workdir
 from orchestrator.cli.common import data_option, make_console, user_errors
 from orchestrator.config import LOSSES, SweepConfig, TrackingConfig
+from orchestrator.sweep.plan import LAUNCHERS
 
 
 def _plan_table(plans, title: str) -> Table:
@@ -43,7 +44,7 @@ def _plan_table(plans, title: str) -> Table:
 @click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, help="CPUs per trial (per worker).")
 @click.option("--max-concurrent", type=int, default=None, help="At most this many trials at once. Default: as the "
               "cluster's resources allow.")
-@click.option("--launcher", type=click.Choice(["auto", "inprocess", "train"]), default="auto", show_default=True,
+@click.option("--launcher", type=click.Choice(LAUNCHERS), default="auto", show_default=True,
               help="Where a trial's loop runs: in the Tune trial, or in Ray Train workers (auto: Ray Train only "
               "for --gpus-per-trial > 1).")
 @click.option("--resume", is_flag=True, help="Require an existing sweep to resume (rerunning resumes anyway).")
@@ -86,23 +87,7 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
                       folds=folds,
                       overrides={k: v for k, v in overrides.items() if v is not None})
     if dry_run:
-        from orchestrator.sweep import DEFAULT_GPU_SHARE
-        from orchestrator.sweep import dry_run as plan
-
-        plans = plan(cfg)
-        if as_json:
-            click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
-            return
-        what = f"{len(plans)} configurations" if not folds else \
-            f"{len(plans) // folds} configurations x {folds} folds = {len(plans)} trials"
-        if any(p.gpus for p in plans) or not plans:
-            title = f"grid {grid}: {what} on GPUs"
-        else:
-            shares = ", ".join(f"{e} {g:g}" for e, g in DEFAULT_GPU_SHARE.items())
-            title = (f"grid {grid}: {what} on CPUs (no GPU on this machine; with --address on "
-                     f"a GPU cluster each trial gets a GPU share: {shares})")
-        console = Console(width=max(Console().width, 120))
-        console.print(_plan_table(plans, title))
+        _print_plan(cfg, as_json)
         return
     from orchestrator.sweep import run_sweep
 
@@ -111,12 +96,30 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
     console = make_console()  # a live trial table on a terminal, one line per trial event elsewhere
     outcome = run_sweep(cfg, tracking=tracking, console=console)
     console.print(outcome.summary(), highlight=False, soft_wrap=True)
-    failed = {k: outcome.counts.get(k, 0) for k in ("error", "unfinished") if outcome.counts.get(k, 0)}
-    if failed:  # diverged is a result (a too-high lr); an errored trial is a failure the caller must see
-        what = " and ".join(f"{n} {'errored' if k == 'error' else 'unfinished'}" for k, n in failed.items())
-        raise click.ClickException(
-            f"{what} of {len(outcome.results)} trials: see the error column of {outcome.results_csv}; fix the cause "
-            f"and rerun the same command (finished trials are kept; add --restart-errored to retry errored ones)")
+    failure = outcome.failure()
+    if failure:  # diverged is a result (a too-high lr); an errored trial is a failure the caller must see
+        raise click.ClickException(failure)
 
+
+def _print_plan(cfg: SweepConfig, as_json: bool) -> None:
+    """``--dry-run``: the planned trials and what each gets, as a table or (``--json``) as JSON."""
+    from orchestrator.sweep import DEFAULT_GPU_SHARE
+    from orchestrator.sweep import dry_run as plan
+
+    plans = plan(cfg)
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
+        return
+    folds = cfg.folds
+    what = f"{len(plans)} configurations" if not folds else \
+        f"{len(plans) // folds} configurations x {folds} folds = {len(plans)} trials"
+    if any(p.gpus for p in plans) or not plans:
+        title = f"grid {cfg.grid}: {what} on GPUs"
+    else:
+        shares = ", ".join(f"{e} {g:g}" for e, g in DEFAULT_GPU_SHARE.items())
+        title = (f"grid {cfg.grid}: {what} on CPUs (no GPU on this machine; with --address on "
+                 f"a GPU cluster each trial gets a GPU share: {shares})")
+    console = Console(width=max(Console().width, 120))
+    console.print(_plan_table(plans, title))
 
 COMMANDS = [sweep]

@@ -1,10 +1,9 @@
-"""CLI glue for the model and the loop: ``orch train``, ``orch evaluate``, ``orch bench``, ``orch models``."""
+"""CLI glue for the model and the loop: ``orch train``, ``orch bench``, ``orch models``."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import click
@@ -13,14 +12,14 @@ from rich.live import Live
 from rich.table import Table
 
 from models import list_encoders
-from orchestrator.cli.common import data_option, interactive, make_console, user_errors
+from orchestrator.cli.common import data_option, interactive, make_console, metrics_table, user_errors
 from orchestrator.config import (
+    CUDA_GRAPHS,
     DEVICES,
     LOSSES,
     OPTIMIZERS,
     SAMPLINGS,
     SCHEDULES,
-    ConfigError,
     TrainConfig,
 )
 from orchestrator.fmt import fmt_value
@@ -29,24 +28,6 @@ console = Console()
 # metric -> column label (short: the table must fit 80 columns)
 _EPOCH_COLUMNS = {"loss": "loss", "val_loss": "val loss", "dice_volume_mean": "dice vol", "dice_global": "dice all",
                   "miou_2class": "mIoU", "img_per_s": "img/s", "epoch_time_s": "s"}
-_ENCODERS = tuple(list_encoders())
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def _metrics_table(title: str, metrics: dict) -> Table:
-    t = Table(title=title)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in metrics.items():
-        t.add_row(k, _fmt(v))
-    return t
 
 
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -84,7 +65,7 @@ def _opt(*decls, field: str, **kw):
 @_opt("--max-steps", field="max_steps", type=int, help="Optimizer steps per epoch (demos, CI).")
 @_opt("--image-size", field="image_size", type=int, help="Train/evaluate at this square size (multiple of 32).")
 @_opt("--max-eval-slices", field="max_eval_slices", type=int, help="Evaluate on at most this many slices.")
-@_opt("--cuda-graph", field="cuda_graph", type=click.Choice(("auto", "on", "off")))
+@_opt("--cuda-graph", field="cuda_graph", type=click.Choice(CUDA_GRAPHS))
 @_opt("--weights", field="weights", type=click.Path(dir_okay=False), help="Local ImageNet encoder weights.")
 @_opt("--folds", field="folds", type=click.IntRange(min=2),
       help="Patient-level K-fold cross-validation: every patient tested once (folds seeded like the split).")
@@ -113,72 +94,58 @@ def train_cmd(data, paper, out, force, tracking_uri, no_tracking, **options):
       orch train --folds 5 --encoder resnet34                                       # 5-fold cross-validation
       orch train --encoder resnet18 --image-size 64 --max-steps 5 --epochs 2        # a minute on a CPU
     """
-    from orchestrator.recipe import PAPER_SETTINGS
-    from orchestrator.training import fit
+    from orchestrator.training.launch import plan_train
     from orchestrator.workdir import prepared_dir
 
-    given = {k: v for k, v in options.items() if v is not None}
-    cfg = TrainConfig(**({**PAPER_SETTINGS, **given} if paper else given))
-    run_dir = Path(out or Path("runs") / (cfg.short_name + (f"-cv{cfg.folds}" if cfg.folds else "")))
-    data_dir = prepared_dir(data)
-    key = _check_out(cfg, data_dir, run_dir, force)  # before MLflow hears of the run
+    plan = plan_train(options, paper, prepared_dir(data), out, force)  # before MLflow hears of the run
     console = make_console()
-    tracker = None if no_tracking else _tracker(tracking_uri, run_dir, cfg, key)
-    if cfg.folds:
-        _train_cv(cfg, data_dir, run_dir, console, tracker, force)
-        return
+    tracker = None if no_tracking else _tracker(tracking_uri, plan)
+    if plan.cfg.folds:
+        _train_cv(plan, console, tracker, force)
+    else:
+        _train_one(plan, console, tracker, force)
+
+
+def _train_one(plan, console: Console, tracker=None, force: bool = False) -> None:
+    from orchestrator.training import fit
+
+    cfg, run_dir = plan.cfg, plan.run_dir
     with _EpochPrinter(console, f"{cfg.short_name} -> {run_dir}") as printer:
         def on_epoch(report) -> None:
             printer.epoch(report)
             if tracker:
                 tracker.epoch(None, report)
 
-        result = fit(cfg, data_dir, run_dir, on_epoch=on_epoch, force=force)
+        result = fit(cfg, plan.data_dir, run_dir, on_epoch=on_epoch, force=force)
     if tracker:
         tracker.done(None, result)
         tracker.finish()
     console.print(f"status [bold]{result.status}[/], {result.epochs_completed} epochs, best epoch {result.best_epoch}"
                   " (best = highest validation dice_volume_mean, marked *)")
     if result.test:
-        console.print(_metrics_table("test (best checkpoint)", result.test))
+        console.print(metrics_table("test (best checkpoint)", result.test))
     console.print(f"artefacts in {run_dir}")
 
 
-def _check_out(cfg: TrainConfig, data_dir: Path, run_dir: Path, force: bool) -> str:
-    """Refuse (ConfigError) a run directory that holds another configuration's run, unless ``force``; the key of
-    this run's MLflow records (its identity's digest: a forced rerun is a new record)."""
-    from orchestrator.training import runs
-    from orchestrator.training.data import open_data
-
-    data = open_data(data_dir)
-    folds = [cfg.replace(fold=k) for k in range(1, cfg.folds + 1)] if cfg.folds else [cfg]
-    wanted = [runs.identity(c, open_data(data, c)) for c in folds]
-    if not force:
-        for c, w in zip(folds, wanted):
-            problem = runs.check(run_dir / f"fold{c.fold}" if cfg.folds else run_dir, w)
-            if problem:
-                raise ConfigError(problem)
-    return runs.digest({"runs": wanted})
-
-
-def _tracker(uri: str | None, run_dir: Path, cfg: TrainConfig, key: str):
+def _tracker(uri: str | None, plan):
     from orchestrator.tracking import default_tracking_uri
     from orchestrator.tracking.train import TrainTracker
 
-    return TrainTracker(uri or default_tracking_uri(), run_dir, cfg.to_dict(), key=key)
+    return TrainTracker(uri or default_tracking_uri(), plan.run_dir, plan.cfg.to_dict(), key=plan.key)
 
 
-def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console, tracker=None, force: bool = False) -> None:
-    from orchestrator.training.cv import PER_PATIENT_CSV, PLOT, PUBLISHED, run_cv
+def _train_cv(plan, console: Console, tracker=None, force: bool = False) -> None:
+    from orchestrator.training.cv import run_cv
 
+    cfg, run_dir = plan.cfg, plan.run_dir
     printers: dict[int, _EpochPrinter] = {}
 
     def on_epoch(fold: int, report) -> None:
         if fold not in printers:
             for p in printers.values():
                 p.close()
-            printers[fold] = _EpochPrinter(console, f"fold {fold}/{cfg.folds}: {cfg.short_name} -> {run_dir}/fold{fold}",
-                                           prefix=f"fold {fold}/{cfg.folds} ").open()
+            title = f"fold {fold}/{cfg.folds}: {cfg.short_name} -> {run_dir}/fold{fold}"
+            printers[fold] = _EpochPrinter(console, title, prefix=f"fold {fold}/{cfg.folds} ").open()
         printers[fold].epoch(report)
         if tracker:
             tracker.epoch(fold, report)
@@ -191,13 +158,18 @@ def _train_cv(cfg: TrainConfig, data_dir, run_dir: Path, console: Console, track
                       f"{fmt_value(result.test.get('dice_volume_mean'))} over {n_test} patients", highlight=False)
 
     try:
-        cv = run_cv(cfg, data_dir, run_dir, on_epoch=on_epoch, on_fold=on_fold, force=force)
+        cv = run_cv(cfg, plan.data_dir, run_dir, on_epoch=on_epoch, on_fold=on_fold, force=force)
     finally:
         for p in printers.values():
             p.close()
-    s = cv.summary
     if tracker:
-        tracker.finish(s)
+        tracker.finish(cv.summary)
+    _print_cv(cfg, run_dir, cv.summary, console)
+
+
+def _print_cv(cfg: TrainConfig, run_dir: Path, s: dict, console: Console) -> None:
+    from orchestrator.training.cv import PER_PATIENT_CSV, PLOT, PUBLISHED
+
     table = Table(title=f"{cfg.folds}-fold cross-validation, Dice per patient volume ({s['n_patients']} patients)")
     for c in ("", "mean", "median", "95% CI"):
         table.add_column(c, justify="right")
@@ -254,44 +226,8 @@ class _EpochPrinter:
                    f"{' DIVERGED' if r.status == 'diverged' else ''}")
 
 
-@click.command("evaluate")
-@click.argument("pred", type=click.Path(file_okay=False))
-@click.argument("truth", type=click.Path(file_okay=False))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the metrics here.")
-@click.option("--per-patient", type=click.Path(dir_okay=False), default=None, help="Write per-patient Dice CSV here.")
-@click.option("--predicted-patients-only", is_flag=True,
-              help="Score only the patient folders PRED holds (e.g. test-patient predictions vs a whole kaggle_3m).")
-@user_errors
-def evaluate_cmd(pred, truth, json_out, per_patient, predicted_patients_only):
-    """Score predicted masks PRED (LGG layout, ..._<n>_mask.tif) against the truth tree TRUTH.
-
-    \b
-    Example:
-      orch predict runs/r34/best.pt kaggle_3m/ pred/ --patient TCGA_DU_5853
-      orch evaluate pred/ kaggle_3m/ --predicted-patients-only
-    """
-    from rich.progress import Progress
-
-    from orchestrator.score_masks import EvaluateError, evaluate_dirs
-    from orchestrator.training.outcome import write_csv
-
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("scoring slices", total=None)
-            ev = evaluate_dirs(pred, truth, progress=lambda i, n: bar.update(task, completed=i, total=n),
-                               predicted_patients_only=predicted_patients_only)
-    except EvaluateError as e:
-        raise click.ClickException(str(e)) from e
-    console.print(_metrics_table(f"{ev.slices} slices, {ev.patients} patients", ev.metrics))
-    if json_out:
-        Path(json_out).write_text(json.dumps({"metrics": ev.metrics, "slices": ev.slices, "patients": ev.patients,
-                                              "per_patient": ev.per_patient}, indent=2))
-    if per_patient:
-        write_csv(Path(per_patient), ev.per_patient)
-
-
 @click.command("bench")
-@click.option("--encoders", default=",".join(_ENCODERS), show_default=True, help="Comma-separated encoders.")
+@click.option("--encoders", default=",".join(list_encoders()), show_default=True, help="Comma-separated encoders.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Default 256 on a GPU, 64 on a CPU.")
 @click.option("--steps", type=int, default=None, help="Timed steps per variant (default 30 GPU, 3 CPU).")
@@ -307,58 +243,17 @@ def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out):
     Example (on a GPU machine; on a CPU it runs small sizes and says so):
       orch bench --encoders resnet18,resnet50,resnet152 --json bench.jsonl
     """
-    import torch
+    from orchestrator.bench import add_bench_row, bench_config, bench_table, cpu_note, projection_line, run_bench
 
-    from orchestrator.bench import BenchConfig, run_bench, summary
-
-    names = tuple(e.strip() for e in encoders.split(",") if e.strip())
-    bad = [e for e in names if e not in _ENCODERS]
-    if bad:
-        raise ConfigError(f"unknown encoders {bad}; choose from {', '.join(_ENCODERS)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
-    gpu = device != "cpu" and torch.cuda.is_available()
-    cfg = BenchConfig(encoders=names, batch_size=batch_size if gpu else min(batch_size, 4),
-                      image_size=image_size or (256 if gpu else 64), steps=steps or (30 if gpu else 3),
-                      warmup=8 if gpu else 1, slices=256 if gpu else 16, device=device)
-    if data:
-        from data_prep import PreparedData
-
-        pd = PreparedData(data)
-        n = {s: _split_slices(pd, s) for s in ("train", "val", "test")}
-        cfg = BenchConfig(**{**cfg.__dict__, "train_slices": n["train"], "eval_slices": n["val"] + n["test"]})
-    if not gpu:
-        console.print(f"[yellow]no GPU: CPU run at small sizes (batch {cfg.batch_size}, {cfg.image_size}px, "
-                      f"{cfg.steps} steps); these are not GPU figures[/]")
-    table = Table(title=f"orch bench: images/s, batch {cfg.batch_size}, {cfg.image_size}px")
-    for c in ("encoder", "naive fp32", "strict fp32", "loop", "loop graph", "x naive", "peak GiB", "paper grid h"):
-        table.add_column(c, justify="right")
-
-    def add(r: dict) -> None:
-        best = max(r.get("loop_graph_img_per_s") or 0, r.get("loop_img_per_s") or 0)
-        table.add_row(r["encoder"], _fmt(r.get("naive_img_per_s")), _fmt(r.get("naive_strict_img_per_s")),
-                      _fmt(r.get("loop_img_per_s")),
-                      _fmt(r.get("loop_graph_img_per_s")), _fmt(best / r["naive_img_per_s"]) if r.get("naive_img_per_s")
-                      else "-", _fmt(r.get("loop_graph_peak_gib") or r.get("loop_peak_gib")),
-                      _fmt(r.get("paper_hours_ours")))
-
+    cfg = bench_config(encoders, batch_size, image_size, steps, device, data)
+    if cpu_note(cfg):
+        console.print(f"[yellow]{cpu_note(cfg)}[/]")
+    table = bench_table(cfg)
     with Live(table, console=console, refresh_per_second=2):
-        rows = run_bench(cfg, json_out, on_row=add)
+        rows = run_bench(cfg, json_out, on_row=lambda r: add_bench_row(table, r))
     for r in rows:
         click.echo(json.dumps(r))
-    s = summary(rows)
-    console.print(f"paper grid (45 configurations x 50 epochs, one after another on this device, train "
-                  f"{cfg.train_slices} + eval {cfg.eval_slices} slices/epoch): ours {s['paper_hours_ours']:.2f} h, "
-                  f"naive {s['paper_hours_naive']:.2f} h" + ("" if len(names) == 5 else " (only the depths run)"))
-
-
-def _split_slices(pd, split: str) -> int:
-    """Slices of a split from the manifest's shard table (a shard's patients all in the split), else by loading."""
-    members = set(pd.patients(split))
-    shards = pd.manifest.get("shards", [])
-    if all(set(s["patients"]) <= members or not set(s["patients"]) & members for s in shards):
-        return sum(s["slices"] for s in shards if set(s["patients"]) <= members)
-    return len(pd.load(split).slice)
+    console.print(projection_line(cfg, rows))
 
 
 @click.command("models")
@@ -383,4 +278,4 @@ def models_cmd():
     console.print(table)
 
 
-COMMANDS = [train_cmd, evaluate_cmd, bench_cmd, models_cmd]
+COMMANDS = [train_cmd, bench_cmd, models_cmd]

@@ -1,8 +1,8 @@
 """The cross-validation table of ``orch report`` for sweeps run with ``orch sweep --folds K``.
 
 Per configuration: the mean, median and patient-bootstrap 95 % CI of the per-patient volume Dice over every
-prepared patient (each tested once, by the fold that held it out), from ``cv_results.csv``
-(``orchestrator.sweep.cv``), beside the published figures on LGG (Buda et al. 2019, 5-fold CV, and human readers:
+prepared patient (each tested once, by the fold that held it out), from ``cv_results.csv`` (written by
+``orchestrator.sweep.cv``), beside the published figures on LGG (Buda et al. 2019, 5-fold CV, and human readers:
 ``orchestrator.training.cv.PUBLISHED``) and the predict-nothing baseline (0: every LGG patient has tumour). An
 incomplete configuration (a fold failed or is unfinished) shows no figures: a mean over fewer patients is not a
 cross-validation result.
@@ -18,7 +18,7 @@ import pandas as pd
 from orchestrator.files import atomic_write_text
 from orchestrator.fmt import fmt_value
 from orchestrator.report.tables import BASELINE, BASELINE_LABEL
-from orchestrator.sweep.cv import CV_RESULTS  # written by the sweep into its directory
+from orchestrator.results_schema import CV_RESULTS  # written by the sweep into its directory
 
 CV_MARKDOWN = "cv_tables.md"
 HEADER = ("Configuration", "Encoder", "Optimizer", "lr", "Loss", "Folds", "Patients", "Mean", "Median", "95% CI",

@@ -14,28 +14,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from orchestrator.files import atomic_write  # noqa: E402
 from orchestrator.report.tables import (  # noqa: E402
     BASELINE,
     OPTIMIZER_ORDER,
     PRIMARY,
-    _depth,
+    encoder_rank,
     paper_layout,
     paper_results,
 )
+from orchestrator.results_schema import final_metric_key  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    """Write ``fig`` as the PNG ``path`` (atomically) and free it."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
+
+
+def _by_depth(encoders) -> list[str]:
+    return sorted(encoders, key=lambda e: (encoder_rank(e), e))
 
 
 def _ours(results: pd.DataFrame) -> pd.DataFrame:
     df = results.copy()
     df["lr"] = df["lr"].astype(float)
-    for col in (PRIMARY, "it_per_s", "test_dice_slice_all_empty1"):
+    for col in (PRIMARY, "it_per_s", final_metric_key("dice_slice_all_empty1")):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
     return df
 
@@ -43,7 +50,7 @@ def _ours(results: pd.DataFrame) -> pd.DataFrame:
 def dice_vs_speed(results: pd.DataFrame, path: Path) -> Path:
     """Two panels, one colour per depth: ours (test Dice/volume vs it/s) and the paper's (Dice vs it/s)."""
     ours, paper = _ours(results), paper_results()
-    depths = sorted(set(ours["encoder"].dropna()) | set(paper["encoder"]), key=_depth)
+    depths = _by_depth(set(ours["encoder"].dropna()) | set(paper["encoder"]))
     colours = dict(zip(depths, plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, df, ycol, title in ((axes[0], ours, PRIMARY, "ours: test Dice per volume"),
@@ -64,7 +71,7 @@ def heatmaps(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     ours, paper = _ours(results), paper_results()
     lrs = sorted(set(ours["lr"]) | set(paper["lr"]), reverse=True)
     paths = []
-    for enc in sorted(ours["encoder"].dropna().unique(), key=_depth):
+    for enc in _by_depth(ours["encoder"].dropna().unique()):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for ax, df, col, title in ((axes[0], ours, PRIMARY, "ours: test Dice/volume"),
                                    (axes[1], paper, "dice", "paper: Dice")):

@@ -1,7 +1,7 @@
 """The results tables in the paper's layout: one table per learning rate, rows optimizer x depth, columns Loss,
 Mean IoU, Dice, Iterations/second, the paper's number beside ours, and the predict-nothing baseline.
 
-Which of our metrics stands beside which of the paper's (DESIGN.md; all on test patients):
+Which of our metrics stands beside which of the paper's (docs/design.md; all on test patients):
   Loss      <- ``test_loss`` (pixel-mean BCE on the test patients, the paper's loss)
   Mean IoU  <- ``test_miou_2class`` (background and tumour IoU averaged, the paper-style mIoU)
   Dice      <- ``test_dice_slice_all_empty1`` (slice mean, empty-vs-empty = 1: the generous, paper-style Dice)
@@ -11,6 +11,7 @@ Which of our metrics stands beside which of the paper's (DESIGN.md; all on test 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from importlib import resources
@@ -21,18 +22,19 @@ import pandas as pd
 from orchestrator.errors import ResultsError
 from orchestrator.files import atomic_write_text
 from orchestrator.fmt import DIVERGED, fmt_value
+from orchestrator.results_schema import RANK_BY, final_metric_key
 
-PRIMARY = "test_dice_volume_mean"
+PRIMARY = RANK_BY  # test_dice_volume_mean
 OPTIMIZER_ORDER = ("adam", "sgd", "rmsprop")  # the paper's row order
-# A model that predicts nothing, on the whole dataset (DESIGN.md): 2,556 of 3,929 slices are empty.
+# A model that predicts nothing, on the whole dataset (docs/design.md): 2,556 of 3,929 slices are empty.
 BASELINE = {"Mean IoU": 0.495, "Dice": 0.651, "Dice/volume": 0.0}
 BASELINE_LABEL = "predict nothing"
 
 # (column, paper column in paper_results.csv, our candidates in results.csv, decimals)
 COLUMNS = (
-    ("Loss", "loss", ("test_loss",), 3),
-    ("Mean IoU", "mean_iou", ("test_miou_2class",), 3),
-    ("Dice", "dice", ("test_dice_slice_all_empty1",), 3),
+    ("Loss", "loss", (final_metric_key("val_loss"),), 3),
+    ("Mean IoU", "mean_iou", (final_metric_key("miou_2class"),), 3),
+    ("Dice", "dice", (final_metric_key("dice_slice_all_empty1"),), 3),
     ("Dice/volume", None, (PRIMARY,), 3),
     ("it/s", "it_per_s", ("it_per_s",), 2),
 )
@@ -45,9 +47,18 @@ def paper_results() -> pd.DataFrame:
         return pd.read_csv(f)
 
 
-def _depth(encoder: str) -> int:
-    digits = "".join(ch for ch in str(encoder) if ch.isdigit())
-    return int(digits) if digits else 10**6
+@functools.cache
+def _registered_encoders() -> tuple[str, ...]:
+    import models  # loads torch: only once a table or plot is laid out
+
+    return tuple(models.list_encoders())
+
+
+def encoder_rank(encoder: str) -> int:
+    """Where ``encoder`` goes in the tables and plots: its place in the model registry (shallowest first, as in
+    the paper); names the registry does not hold go after."""
+    known = _registered_encoders()
+    return known.index(encoder) if encoder in known else len(known)
 
 
 def _ours(results: pd.DataFrame) -> pd.DataFrame:
@@ -75,8 +86,9 @@ def paper_layout(results: pd.DataFrame) -> pd.DataFrame:
     merged = paper.merge(ours, on=KEYS, how="outer")
     merged["status"] = merged["status"].fillna("not run")
     merged["_opt"] = merged["optimizer"].map({o: i for i, o in enumerate(OPTIMIZER_ORDER)}).fillna(len(OPTIMIZER_ORDER))
-    merged["_depth"] = merged["encoder"].map(_depth)
-    merged = merged.sort_values(["lr", "_opt", "optimizer", "_depth"], ascending=[False, True, True, True])
+    merged["_depth"] = merged["encoder"].map(encoder_rank)
+    merged = merged.sort_values(["lr", "_opt", "optimizer", "_depth", "encoder"],
+                                ascending=[False, True, True, True, True])
     rows = []
     for lr, group in merged.groupby("lr", sort=False):
         rows.append(group)

@@ -29,15 +29,14 @@ from orchestrator.config import ConfigError
 from orchestrator.errors import MissingPathError
 from orchestrator.files import atomic_write_text
 from orchestrator.grids import config_id
+from orchestrator.results_schema import CV_RESULTS, HAS_RESULT
 from orchestrator.sweep import storage as st
 
 log = logging.getLogger(__name__)
 
 CV_DIR = "cv"
-CV_RESULTS = "cv_results.csv"
 COLUMNS = ("config_id", "encoder", "optimizer", "lr", "loss", "folds", "folds_finished", "n_patients", "n_expected",
            "mean", "median", "ci95_low", "ci95_high", "complete", "missing_patients", "cv_dir")
-_HAS_RESULT = ("finished", "diverged")  # a diverged fold is a result (scored with its best checkpoint, if any)
 
 
 def _read_text(path: str) -> str | None:
@@ -71,7 +70,8 @@ def _fold_result(trial_id: str, status: Any, run_dir: Any):
     """The ``TrainResult`` of one fold trial, or None when it left none (error, unfinished, result.json gone)."""
     from orchestrator.training.outcome import TrainResult
 
-    if status not in _HAS_RESULT or not isinstance(run_dir, str) or not run_dir:
+    # A diverged fold is a result too: scored with its best checkpoint, if any.
+    if status not in HAS_RESULT or not isinstance(run_dir, str) or not run_dir:
         return None
     text = _read_text(st.join(run_dir, "result.json"))
     if text is None:

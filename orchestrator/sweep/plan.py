@@ -2,7 +2,7 @@
 
 No Ray here: ``plan_sweep`` is pure, so ``orch sweep --dry-run`` prints exactly what a real sweep schedules.
 
-GPU share per encoder depth (``DEFAULT_GPU_SHARE``) follows the measurements in DESIGN.md: a bf16 training step
+GPU share per encoder depth (``DEFAULT_GPU_SHARE``) follows the measurements in docs/design.md: a bf16 training step
 peaks at 1.8 / 2.2 / 3.5 / 4.6 / 5.9 GiB (depth 18 / 34 / 50 / 101 / 152, batch 32), so memory never limits
 packing on a 40-80 GiB GPU; what limits it is speed. ResNet18/34 eager steps are bound by kernel launches, not the
 GPU (755 / 645 img/s eager vs 2018 / 1673 captured), and 4 trials on one GPU gave 1.57x aggregate for ResNet18:
@@ -15,12 +15,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from models import list_encoders
 from orchestrator.config import ConfigError, SweepConfig, TrainConfig
 from orchestrator.grids import GridEntry, with_folds
 
+# Data keyed by the registry's encoders (models.list_encoders(); a test holds the keys and the registry together).
 DEFAULT_GPU_SHARE = {"resnet18": 0.25, "resnet34": 0.25, "resnet50": 0.5, "resnet101": 0.5, "resnet152": 1.0}
 # Tune-function share of a CPU when the loop runs in Ray Train workers: the function only waits on the trainer,
-# and a whole CPU per waiting function starves the worker groups on small machines (DESIGN.md).
+# and a whole CPU per waiting function starves the worker groups on small machines (docs/design.md).
 WAITER_CPUS = 0.01
 LAUNCHERS = ("auto", "inprocess", "train")
 
@@ -100,7 +102,7 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
         else:
             workers = 0
         plans.append(TrialPlan(e.trial_id, e.config, gpus=gpus, cpus=float(cfg.cpus_per_trial), workers=workers))
-    order = list(DEFAULT_GPU_SHARE)
+    order = list_encoders()
     depth = {name: i for i, name in enumerate(order)}
     return sorted(plans, key=lambda p: -depth.get(p.config.encoder, len(order)))
 

@@ -9,43 +9,22 @@ training (``final_metrics``, ``final=True``: the row of ``results.csv``). A tria
 from __future__ import annotations
 
 import logging
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from orchestrator import results_schema as schema
+from orchestrator.files import atomic_write
 from orchestrator.sweep.plan import TrialPlan
 
 log = logging.getLogger(__name__)
 
-# The validation/test metrics of DESIGN.md, in the order the columns appear.
-METRICS = ("dice_volume_mean", "dice_global", "dice_slice_pos", "dice_slice_all_empty1", "iou_tumour",
-           "miou_2class", "pixel_accuracy", "val_loss")
-
-
-def _metric_key(prefix: str, name: str) -> str:
-    # The loop names its evaluation loss "val_loss" / "test_loss": keep those as they are (not "val_val_loss");
-    # a validation "val_loss" reported among test metrics becomes "test_loss".
-    if name.startswith(f"{prefix}_"):
-        return name
-    if name == "val_loss":
-        return "test_loss"
-    return f"{prefix}_{name}"
-
-
-# ``fold``: the cross-validation fold of the trial (``orch sweep --folds K``), empty otherwise.
-CONFIG_COLUMNS = ("trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size", "fold")
-COLUMNS = (*CONFIG_COLUMNS, "status", "epochs_completed", "best_epoch",
-           *(_metric_key("val", m) for m in METRICS), *(_metric_key("test", m) for m in METRICS), "train_loss",
-           "it_per_s", "img_per_s", "gpus", "workers", "run_dir", "error")
-
 
 def epoch_metrics(report) -> dict[str, Any]:
     """Tune metrics of one epoch (an ``EpochReport`` of the training loop)."""
-    out: dict[str, Any] = {k: float(v) for k, v in report.metrics.items() if _is_number(v)}
+    out: dict[str, Any] = {k: float(v) for k, v in report.metrics.items() if schema.is_number(v)}
     out.update(epoch=int(report.epoch), status=str(report.status), is_best=bool(report.is_best), final=False)
     return out
 
@@ -53,28 +32,24 @@ def epoch_metrics(report) -> dict[str, Any]:
 def final_metrics(result, plan: TrialPlan) -> dict[str, Any]:
     """The ``results.csv`` row of a finished (or diverged) trial, from its ``TrainResult`` (``run_dir`` is added
     by the driver: the path of the trial's final checkpoint in storage)."""
-    cfg = plan.config
-    row: dict[str, Any] = {"trial_id": plan.trial_id, "encoder": cfg.encoder, "optimizer": cfg.optimizer,
-                           "lr": cfg.lr, "loss": cfg.loss, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                           "status": result.status, "epochs_completed": int(result.epochs_completed),
-                           "best_epoch": int(result.best_epoch) if result.best_epoch else 0,
-                           "gpus": plan.gpus, "workers": plan.workers, "final": True}
+    row: dict[str, Any] = {**_config_row(plan), "status": result.status,
+                           "epochs_completed": int(result.epochs_completed),
+                           "best_epoch": int(result.best_epoch) if result.best_epoch else 0, "final": True}
+    metrics = schema.metric_names()
     for prefix, values in (("val", result.best_val or {}), ("test", result.test or {})):
         for name, v in values.items():
-            if name in METRICS or name.startswith(f"{prefix}_"):  # train figures (loss, it/s) of best_val: below
-                if _is_number(v):
-                    row[_metric_key(prefix, name)] = float(v)
-    if _is_number((result.best_val or {}).get("loss")):
+            if name in metrics or name.startswith(f"{prefix}_"):  # train figures (loss, it/s) of best_val: below
+                if schema.is_number(v):
+                    row[schema.metric_key(prefix, name)] = float(v)
+    if schema.is_number((result.best_val or {}).get("loss")):
         row["train_loss"] = float(result.best_val["loss"])
-    for key in ("it_per_s", "img_per_s"):
-        vals = [float(h[key]) for h in (result.history or []) if _is_number(h.get(key))]
-        if vals:
-            row[key] = sum(vals) / len(vals)
+    row.update(schema.mean_speeds(result.history))
     return row
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+def _config_row(plan: TrialPlan) -> dict[str, Any]:
+    """The configuration columns of a planned trial, and the resources it ran with."""
+    return {**schema.config_row(plan.trial_id, plan.config), "gpus": plan.gpus, "workers": plan.workers}
 
 
 def collect_rows(result_grid, plans: list[TrialPlan]) -> pd.DataFrame:
@@ -87,20 +62,18 @@ def collect_rows(result_grid, plans: list[TrialPlan]) -> pd.DataFrame:
         spec = (res.config or {}).get("trial") or {}
         if "trial_id" in spec:
             by_id[spec["trial_id"]] = res
+    columns = schema.results_columns()
     rows = []
     for plan in plans:
         res = by_id.get(plan.trial_id)
-        base = {"trial_id": plan.trial_id, "encoder": plan.config.encoder, "optimizer": plan.config.optimizer,
-                "lr": plan.config.lr, "loss": plan.config.loss, "epochs": plan.config.epochs,
-                "batch_size": plan.config.batch_size, "fold": plan.config.fold, "gpus": plan.gpus,
-                "workers": plan.workers}
+        base = _config_row(plan)
         if res is None:
             rows.append({**base, "status": "pending"})
             continue
         metrics = dict(res.metrics or {})
         if metrics.get("final"):
             # Tune adds its own "trial_id" to every result: the configuration columns come from the plan.
-            row = {**{k: v for k, v in metrics.items() if k in COLUMNS}, **base}
+            row = {**{k: v for k, v in metrics.items() if k in columns}, **base}
             # The final checkpoint holds the complete run directory (Ray Train path: reported as a path).
             if res.checkpoint is not None:
                 row["run_dir"] = res.checkpoint.path
@@ -114,20 +87,16 @@ def collect_rows(result_grid, plans: list[TrialPlan]) -> pd.DataFrame:
             row["error"] = str(res.error).strip().splitlines()[-1][:300] if str(res.error).strip() else "error"
         rows.append(row)
     df = pd.DataFrame(rows)
-    for col in COLUMNS:
+    for col in columns:
         if col not in df.columns:
             df[col] = None
-    return df[list(COLUMNS)]
+    return df[list(columns)]
 
 
 def write_results(df: pd.DataFrame, sweep_dir: str | os.PathLike) -> Path:
-    """Write ``results.csv`` atomically (temp file + rename) into a local sweep directory."""
-    out = Path(sweep_dir) / "results.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".csv", dir=out.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        df.to_csv(f, index=False)
-    os.replace(tmp, out)
+    """Write ``results.csv`` atomically into a local sweep directory."""
+    out = Path(sweep_dir) / schema.RESULTS_CSV
+    atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
     return out
 
 

@@ -10,11 +10,13 @@ Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://buck
                                          ``keep_checkpoints`` (MLflow refers to the kept best.pt, never copies it
                                          unless ``TrackingConfig.log_checkpoints="copy"``)
     ray-train/<trial_id>/                Ray Train runs of trials with --gpus-per-trial > 1
-    results.csv                          one row per trial (see ``rows.COLUMNS``): a configuration, or with
-                                         --folds K one fold of one (``fold`` column)
+    results.csv                          one row per trial (``orchestrator.results_schema``): a configuration,
+                                         or with --folds K one fold of one (``fold`` column)
     cv/<config id>/, cv_results.csv      with --folds K: each configuration's K folds gathered, every patient
                                          tested once (``orchestrator.sweep.cv``)
-    tables: report tables (CSV + Markdown, ``orchestrator.report.write_tables``)
+    paper_tables.*, plot_*.png           the report (``orchestrator.report.write_report``), written once,
+                                         before MLflow's finish uploads it
+    mlflow-buffer/                       MLflow records an outage left (``orch report --sync`` uploads them)
 
 Running the same command again restores the sweep: finished trials are kept, unfinished ones continue from
 their last checkpoint, errored ones are rerun from scratch with ``restart_errored``.
@@ -34,6 +36,8 @@ import pandas as pd
 
 from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
 from orchestrator.grids import load_grid, with_folds
+from orchestrator.report import write_report
+from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, RANK_BY, RESULTS_CSV, top_trials
 from orchestrator.sweep import storage as st
 from orchestrator.sweep.cv import check_folds, write_sweep_cv
 from orchestrator.sweep.plan import (
@@ -55,18 +59,27 @@ class SweepOutcome:
 
     name: str
     sweep_dir: str  # <storage>/<name> (local path or URI)
-    results_dir: Path  # local directory holding results.csv and the tables
+    results_dir: Path  # local directory holding results.csv and the report
     results: pd.DataFrame
     counts: dict[str, int]
     elapsed_s: float
     restored: bool
-    tables: dict[str, Path] = field(default_factory=dict)
+    report: dict[str, Path] = field(default_factory=dict)  # the report beside results.csv: tables and plots
     timings: dict[str, Any] = field(default_factory=dict)  # trial id -> progress.TrialState (benchmarks)
     checkpoints: dict[str, str] = field(default_factory=dict)  # trial id -> its kept best.pt (path or URI)
 
     @property
     def results_csv(self) -> Path:
-        return self.results_dir / "results.csv"
+        return self.results_dir / RESULTS_CSV
+
+    def failure(self) -> str | None:
+        """What failed (errored or unfinished trials) and what to do, or None when every trial has a result."""
+        failed = {k: self.counts.get(k, 0) for k in ("error", "unfinished") if self.counts.get(k, 0)}
+        if not failed:
+            return None
+        what = " and ".join(f"{n} {'errored' if k == 'error' else 'unfinished'}" for k, n in failed.items())
+        return (f"{what} of {len(self.results)} trials: see the error column of {self.results_csv}; fix the cause "
+                "and rerun the same command (finished trials are kept; add --restart-errored to retry errored ones)")
 
     def summary(self) -> str:
         """One line: counts, time, best configuration by test ``dice_volume_mean``."""
@@ -76,127 +89,208 @@ class SweepOutcome:
         m, s = divmod(int(round(self.elapsed_s)), 60)
         resumed = " (resumed)" if self.restored else ""
         line = f"sweep {self.name}{resumed}: {len(self.results)} configurations ({counts}) in {m}m{s:02d}s"
-        scored = self.results.dropna(subset=["test_dice_volume_mean"]) if len(self.results) else self.results
+        scored = self.results.dropna(subset=[RANK_BY]) if len(self.results) else self.results
         if len(scored):
-            best = scored.loc[pd.to_numeric(scored["test_dice_volume_mean"]).idxmax()]
-            dice = fmt_value(float(best["test_dice_volume_mean"]))
-            line += f"; best {best['trial_id']}: test dice_volume_mean {dice}"
+            best = scored.loc[pd.to_numeric(scored[RANK_BY]).idxmax()]
+            line += f"; best {best['trial_id']}: test dice_volume_mean {fmt_value(float(best[RANK_BY]))}"
         return f"{line}; results: {self.results_csv}"
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where a sweep lives and what it trains on, checked before Ray starts."""
+
+    name: str
+    entries: list  # the grid's rows
+    data: str  # the prepared data every trial opens
+    patients: list[str] | None  # with --folds K: every prepared patient, each to be tested once
+    storage: str
+    exp_path: str  # <storage>/<name>: Tune's experiment directory
+    results_dir: Path  # local directory of results.csv and the report
+    restorable: bool  # a previous run left Tune state to restore
+
+
+@dataclass
+class _Trials:
+    """What the Tune experiment left: one row per planned trial, the open parent run, per-trial timings."""
+
+    df: pd.DataFrame
+    tracker: Any  # tracking.SweepTracker, or None without tracking
+    timings: dict[str, Any]
 
 
 def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig(), console=None,
               workdir: str | os.PathLike | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep ``cfg`` on Ray and write its results.
+    """Run (or resume) the sweep ``cfg`` on Ray and write its results and report.
 
     ``tracking=None`` runs without MLflow (mechanics tests); the default records into
     ``sqlite:///<workdir>/mlflow.db``. ``console`` (a rich Console) shows the live trial table. Starts a
     local Ray (stopped at the end) unless ``cfg.address`` is given or Ray is already initialised.
     """
-    import ray
-    from ray import tune
-
-    from orchestrator.sweep.progress import SweepProgress
-    from orchestrator.sweep.trial import (
-        TRIAL_KEY,
-        run_trial,
-        trial_dirname,
-        trial_resources,
-    )
-
     t0 = time.time()
     workdir = Path(workdir or os.getcwd()).resolve()
+    site = _locate(cfg, workdir)
+    trials = _run_trials(cfg, site, tracking, console, workdir)
+    report, kept = _conclude(cfg, site, trials, tracking)
+    outcome = SweepOutcome(name=site.name, sweep_dir=site.exp_path, results_dir=site.results_dir, results=trials.df,
+                           counts=status_counts(trials.df), elapsed_s=time.time() - t0, restored=site.restorable,
+                           report=report, timings=trials.timings, checkpoints=kept)
+    log.info(outcome.summary())
+    return outcome
+
+
+def _locate(cfg: SweepConfig, workdir: Path) -> _Site:
+    """Validate the grid, the data and (with --folds) the fold count, and find the sweep's storage."""
     name = cfg.sweep_name
     entries = load_grid(cfg.grid, cfg.overrides)  # validates the grid before anything starts
     data = st.check_data(cfg.data)
     patients = check_folds(data, cfg.folds) if cfg.folds else None  # what K folds must cover, each patient once
     storage = st.resolve_storage(cfg.storage, workdir)
     exp_path = st.join(storage, name)
-    results_dir = Path(exp_path) if not st.is_uri(exp_path) else workdir / "sweeps" / name
     restorable = st.restorable(exp_path)
     if cfg.resume and not restorable:
         raise ConfigError(f"--resume: there is no sweep {name!r} to resume in {storage} (no Tune experiment state "
                           f"in {exp_path}); run without --resume to start it")
+    results_dir = Path(exp_path) if not st.is_uri(exp_path) else workdir / "sweeps" / name
+    return _Site(name=name, entries=entries, data=data, patients=patients, storage=storage, exp_path=exp_path,
+                 results_dir=results_dir, restorable=restorable)
+
+
+def _start_ray(cfg: SweepConfig) -> bool:
+    """Join ``cfg.address`` or start a local Ray, unless Ray is already initialised; True when this call did."""
+    import ray
 
     # Tune forces a state snapshot after each checkpoint (num_to_keep=1): that is what makes a SIGKILLed driver
     # resumable, not a bottleneck at one checkpoint per epoch, so its warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's new console output prints its own banner even at verbose=0; the live table is ours.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    own_ray = not ray.is_initialized()
-    if own_ray:
-        if cfg.address:
-            ray.init(address=cfg.address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if ray.is_initialized():
+        return False
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    return True
+
+
+def _run_trials(cfg: SweepConfig, site: _Site, tracking: TrackingConfig | None, console, workdir: Path) -> _Trials:
+    """Plan the trials on the cluster's resources, open the MLflow parent run, run (or restore) the Tune experiment
+    with the live table, and collect one row per trial in the grid's order (with --folds, a row's folds together)."""
+    import ray
+
+    from orchestrator.sweep.progress import SweepProgress
+
+    own_ray = _start_ray(cfg)
     try:
         cluster = ray.cluster_resources()
-        plans = plan_sweep(cfg, entries, use_gpus=cluster.get("GPU", 0) > 0)
-        st.check_plan(exp_path, PLAN_FILE, plans, name)
-        spec_tracking, sweep_tracker = _open_tracking(tracking, name, cfg, plans, workdir, results_dir)
-        specs = [p.to_dict() | {"data": data, "sweep": name, "storage": storage, "tracking": spec_tracking,
-                                "train_storage": st.join(exp_path, "ray-train")} for p in plans]
-        progress = SweepProgress(plans, console=console, title=f"sweep {name}")
-        trainable = tune.with_resources(run_trial, trial_resources)
-        if restorable:
-            log.info("restoring sweep %s from %s", name, exp_path)
-            tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
-                                       restart_errored=cfg.restart_errored)
-            # The run config (callbacks included) comes back from tuner.pkl; the live table is this process's.
-            # (Tune has no public setter; through Ray Client there is no local tuner and no live table.)
-            internal = getattr(tuner, "_local_tuner", None)
-            if internal is not None:
-                internal.get_run_config().callbacks = [progress]
+        plans = plan_sweep(cfg, site.entries, use_gpus=cluster.get("GPU", 0) > 0)
+        st.check_plan(site.exp_path, PLAN_FILE, plans, site.name)
+        spec_tracking, tracker = _open_tracking(tracking, site.name, cfg, plans, workdir, site.results_dir)
+        progress = SweepProgress(plans, console=console, title=f"sweep {site.name}")
+        if site.restorable:
+            tuner = _restore_tuner(cfg, site, progress)
         else:
-            max_conc = cfg.max_concurrent or default_max_concurrent(plans, cluster)
-            tuner = tune.Tuner(
-                trainable,
-                param_space={TRIAL_KEY: tune.grid_search(specs)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, trial_name_creator=trial_dirname,
-                                            trial_dirname_creator=trial_dirname,
-                                            # CPU-only sweeps run the next trial in the finished trial's
-                                            # process (trial_process_reuse: no per-trial start of Python,
-                                            # torch and MLflow) and trim its heap after each trial (without,
-                                            # two reused processes of the 45-trial demo grew to 10.9 GB
-                                            # each). Trials with GPUs get a fresh process: it returns the
-                                            # CUDA context and cached memory to the trials packed beside it.
-                                            reuse_actors=trial_process_reuse(plans)),
-                run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=0, callbacks=[progress],
-                    failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                    # One checkpoint per trial is enough: it is the whole run directory (last.pt AND best.pt).
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                ),
-            )
+            tuner = _new_tuner(cfg, site, plans, _trial_specs(plans, site, spec_tracking), cluster, progress)
         progress.start()
         try:
             grid = tuner.fit()
         finally:
             progress.stop()
-        # results.csv in the grid's row order (with --folds, a row's folds together)
-        order = {e.trial_id: i for i, e in enumerate(with_folds(entries, cfg.folds))}
+        order = {e.trial_id: i for i, e in enumerate(with_folds(site.entries, cfg.folds))}
         df = collect_rows(grid, sorted(plans, key=lambda p: order[p.trial_id]))
     finally:
         if own_ray:
             ray.shutdown()
-    if st.is_uri(storage):  # Tune's paths lack the scheme: results.csv says s3://bucket/..., not bucket/...
-        df["run_dir"] = [st.location(d, storage) if isinstance(d, str) else d for d in df["run_dir"]]
-    kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints, exp_path)
-    write_results(df, results_dir)
-    tables = _write_tables(df, results_dir)
+    return _Trials(df=df, tracker=tracker, timings=dict(progress.states))
+
+
+def _trial_specs(plans: list[TrialPlan], site: _Site, spec_tracking: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What each trial process receives: its plan, the data, the sweep, where to store and what to track into."""
+    return [p.to_dict() | {"data": site.data, "sweep": site.name, "storage": site.storage, "tracking": spec_tracking,
+                           "train_storage": st.join(site.exp_path, "ray-train")} for p in plans]
+
+
+def _new_tuner(cfg: SweepConfig, site: _Site, plans: list[TrialPlan], specs: list[dict[str, Any]],
+               cluster: dict[str, float], progress):
+    """A Tune experiment of one trial per spec, ``progress`` as its callback."""
+    from ray import tune
+
+    from orchestrator.sweep.trial import TRIAL_KEY, run_trial, trial_dirname, trial_resources
+
+    max_conc = cfg.max_concurrent or default_max_concurrent(plans, cluster)
+    return tune.Tuner(
+        tune.with_resources(run_trial, trial_resources),
+        param_space={TRIAL_KEY: tune.grid_search(specs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, trial_name_creator=trial_dirname,
+                                    trial_dirname_creator=trial_dirname,
+                                    # CPU-only sweeps run the next trial in the finished trial's process
+                                    # (trial_process_reuse: no per-trial start of Python, torch and MLflow) and
+                                    # trim its heap after each trial (without, two reused processes of the
+                                    # 45-trial demo grew to 10.9 GB each). Trials with GPUs get a fresh process:
+                                    # it returns the CUDA context and cached memory to the trials packed beside it.
+                                    reuse_actors=trial_process_reuse(plans)),
+        run_config=tune.RunConfig(
+            name=site.name, storage_path=site.storage, verbose=0, callbacks=[progress],
+            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            # One checkpoint per trial is enough: it is the whole run directory (last.pt AND best.pt).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def _restore_tuner(cfg: SweepConfig, site: _Site, progress):
+    """The sweep's Tune experiment restored from its storage, with this process's live table attached."""
+    from ray import tune
+
+    from orchestrator.sweep.trial import run_trial, trial_resources
+
+    log.info("restoring sweep %s from %s", site.name, site.exp_path)
+    tuner = tune.Tuner.restore(site.exp_path, tune.with_resources(run_trial, trial_resources),
+                               resume_unfinished=True, restart_errored=cfg.restart_errored)
+    _attach_callbacks(tuner, [progress])
+    return tuner
+
+
+def _attach_callbacks(tuner, callbacks: list) -> bool:
+    """Give a restored ``tuner`` this process's Tune ``callbacks`` (the live trial table); True when attached.
+
+    ``Tuner.restore`` brings back the run config, callbacks included, from tuner.pkl: those of the process that
+    started the sweep. Ray Tune 2.60 offers no public way to replace them (``Tuner.restore`` takes no run config or
+    callbacks; ``Tuner`` has no setter), so this is the one place that reaches into Tune's private
+    ``Tuner._local_tuner`` (its ``TunerInternal``, whose ``get_run_config()`` returns the live ``RunConfig``).
+    Guarded: through Ray Client there is no local tuner, and a Ray release that renames either attribute costs the
+    live table, never the sweep."""
+    get_run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
+    if get_run_config is None:
+        log.info("the restored sweep runs without a live trial table (this Tuner offers no run config to attach "
+                 "it to)")
+        return False
+    get_run_config().callbacks = list(callbacks)
+    return True
+
+
+def _conclude(cfg: SweepConfig, site: _Site, trials: _Trials,
+              tracking: TrackingConfig | None) -> tuple[dict[str, Path], dict[str, str]]:
+    """After the trials: prune checkpoints, write results.csv, the report (tables and plots, once) and the
+    cross-validation files, then let MLflow upload them and end the parent run; copy the results to a remote
+    storage. Returns (report files, trial id -> kept best.pt)."""
+    df = trials.df
+    if st.is_uri(site.storage):  # Tune's paths lack the scheme: results.csv says s3://bucket/..., not bucket/...
+        df["run_dir"] = [st.location(d, site.storage) if isinstance(d, str) else d for d in df["run_dir"]]
+    kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints, site.exp_path)
+    write_results(df, site.results_dir)
+    report = write_report(df, site.results_dir)
     if cfg.folds:  # before finish: the parent run logs cv_results.csv and cv/*/
-        write_sweep_cv(df, results_dir, cfg.folds, patients)
-    if sweep_tracker is not None:
+        write_sweep_cv(df, site.results_dir, cfg.folds, site.patients)
+    if trials.tracker is not None:
         # Models need a kept checkpoint: never more of them than checkpoints kept.
         top_k = min(tracking.log_models_top_k, cfg.keep_checkpoints or tracking.log_models_top_k)
-        sweep_tracker.finish(results_dir, top_k=top_k, log_checkpoints=tracking.log_checkpoints,
-                             checkpoints=kept, pruned=pruned)
-    if st.is_uri(exp_path):
-        st.upload(results_dir, exp_path)
-    outcome = SweepOutcome(name=name, sweep_dir=exp_path, results_dir=results_dir, results=df,
-                           counts=status_counts(df), elapsed_s=time.time() - t0, restored=restorable, tables=tables,
-                           timings=dict(progress.states), checkpoints=kept)
-    log.info(outcome.summary())
-    return outcome
+        trials.tracker.finish(site.results_dir, top_k=top_k, log_checkpoints=tracking.log_checkpoints,
+                              checkpoints=kept, pruned=pruned, results=df)
+    if st.is_uri(site.exp_path):
+        st.upload(site.results_dir, site.exp_path)
+    return report, kept
 
 
 def _keep_checkpoints(df: pd.DataFrame, keep: int | None, sweep_dir: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -204,14 +298,12 @@ def _keep_checkpoints(df: pd.DataFrame, keep: int | None, sweep_dir: str) -> tup
     (None: keep all); everything else of their run directories stays; only files inside ``sweep_dir`` are ever
     deleted (results.csv is a file a user can edit). Returns (trial id -> kept best.pt,
     trial id -> why it has none). Unfinished trials are never touched: their checkpoint is how they resume."""
-    from orchestrator.tracking.models import top_trials
-
     ranked = list(top_trials(df, len(df))["trial_id"])  # best first
     top = set(ranked[:keep]) if keep is not None else None
     why = f"not kept: outside the top {keep} by test dice_volume_mean (keep_checkpoints={keep})"
     kept, pruned, freed = {}, {}, 0
     for tid, status, run_dir in zip(df["trial_id"], df["status"], df["run_dir"]):
-        if status not in ("finished", "diverged") or not isinstance(run_dir, str) or not run_dir:
+        if status not in HAS_RESULT or not isinstance(run_dir, str) or not run_dir:
             continue
         best = st.join(run_dir, "best.pt")
         if top is not None and tid not in top:
@@ -244,18 +336,7 @@ def _open_tracking(tracking: TrackingConfig | None, name: str, cfg: SweepConfig,
                                 tags={"grid": str(cfg.grid)}, data=cfg.data,
                                 params={"grid": str(cfg.grid), "trials": len(plans), **axes,
                                         "overrides": json.dumps(cfg.overrides, sort_keys=True)})
-    buffer_dir = tracking.buffer_dir or str(results_dir / "mlflow-buffer")
+    buffer_dir = tracking.buffer_dir or str(results_dir / BUFFER_DIRNAME)
     return ({"uri": uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
              "buffer_dir": buffer_dir}, tracker)
 
-
-def _write_tables(df: pd.DataFrame, results_dir: Path) -> dict[str, Path]:
-    """The paper-layout tables (helper module ``orchestrator.report``), when that module is installed."""
-    try:
-        from orchestrator.report import write_tables
-    except ModuleNotFoundError as e:
-        if e.name != "orchestrator.report":
-            raise
-        log.warning("report tables not written (%s); results.csv is complete", e)
-        return {}
-    return write_tables(df, results_dir)

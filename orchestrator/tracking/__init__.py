@@ -1,11 +1,15 @@
 """MLflow tracking of sweeps and trials: the only package of orch that imports mlflow.
 
-Layout (DESIGN.md): one experiment per sweep name; one parent run per sweep (``SweepTracker``, driver only, found
+Layout (docs/design.md): one experiment per sweep name; one parent run per sweep (``SweepTracker``, driver only, found
 again by its ``orch.sweep`` tag on resume); one child run per trial (``TrialTracker``, in the trial process,
 found again by ``orch.trial_id`` + ``mlflow.parentRunId``), per-epoch metrics at ``step=epoch``, final
 ``test_<metric>`` metrics, the run directory's small artefacts (plots, tables), the top-k trials as MLflow models.
 Checkpoints are recorded once the sweep ends: by reference (tag ``orch.checkpoint``: the sweep storage's best.pt;
 the models are weight-free pyfuncs that load it) or, with ``TrackingConfig(log_checkpoints="copy")``, as copies.
+
+It imports nothing of the layers above it (``orchestrator.sweep``, ``report``, ``cli``, ``demo``): the sweep writes
+its report before ``SweepTracker.finish``, which only uploads it; ``orch report --sync`` calls
+``tracking.sync.sync_buffers`` itself.
 
 Outages of an ``http://`` tracking server never reach training: records wait in a per-trial JSONL buffer and
 are sent when the server answers again, or by ``orch report SWEEP --sync``.

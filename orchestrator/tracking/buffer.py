@@ -1,7 +1,7 @@
 """The outage buffer: one JSONL file per trial holding the records the tracking store has not accepted yet.
 
-File ``<buffer_dir>/<trial_id>.<parent run id>.jsonl``; the first line says where the records belong, each later line is one
-record, in the order the trial produced them::
+File ``<buffer_dir>/<trial_id>.<parent run id>.jsonl``; the first line says where the records belong, each later
+line is one record, in the order the trial produced them::
 
     {"op": "open", "uri": ..., "experiment_id": ..., "parent_run_id": ..., "trial_id": ...}
     {"op": "start", "params": {...}}
@@ -11,7 +11,7 @@ record, in the order the trial produced them::
 Every record replays idempotently (the trial tracker skips metric steps the run already holds and params it
 already has), so a replay that fails half way is simply replayed again later: nothing is sent twice.
 Each append is one ``write`` + ``fsync`` of a whole line, so a killed process leaves at most a torn last line,
-which ``records`` skips.
+which ``read`` skips.
 """
 
 from __future__ import annotations

@@ -25,21 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.results_schema import top_trials
 from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
 
 TAG_MODEL = "orch.model_id"  # on a child run whose model was logged: the LoggedModel id (logged once)
-
-
-def top_trials(results: pd.DataFrame, k: int, metric: str = "test_dice_volume_mean") -> pd.DataFrame:
-    """The ``k`` finished trials with the highest ``metric`` (NaN and unfinished ones never qualify)."""
-    if metric not in results.columns or "status" not in results.columns:
-        return results.iloc[0:0]
-    scores = pd.to_numeric(results[metric], errors="coerce")
-    done = scores[(results["status"] == "finished") & scores.notna()]
-    # Stable: equal scores keep the table's (grid) order, so a rerun picks the same trials.
-    return results.loc[done.sort_values(ascending=False, kind="stable").index].head(k)
 
 
 def checkpoint_location(run, row: dict) -> str | None:
@@ -138,13 +129,13 @@ def _requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", "orch"]
 
 
-def log_top_models(sweep, results_csv: Path, k: int, mode: str = "reference",
+def log_top_models(sweep, results: pd.DataFrame, k: int, mode: str = "reference",
                    locations: dict[str, str] | None = None) -> list[str]:
-    """Log the top ``k`` trials of ``results_csv`` as models on their child runs (each at most once): by reference
-    to their kept checkpoint (``mode="reference"``) or as self-contained copies (``"copy"``). ``locations``: trial
-    id -> kept best.pt, as the sweep recorded them (default: found from the runs' tags and run directories)."""
+    """Log the top ``k`` trials of ``results`` (the sweep's results.csv rows) as models on their child runs (each
+    at most once): by reference to their kept checkpoint (``mode="reference"``) or as self-contained copies
+    (``"copy"``). ``locations``: trial id -> kept best.pt, as the sweep recorded them (default: found from the runs'
+    tags and run directories)."""
     c = store.client(sweep.uri)
-    results = pd.read_csv(results_csv)
     children = store.children_by_trial(c, sweep.experiment_id, sweep.parent_run_id)
     ids = []
     for _, row in top_trials(results, k).iterrows():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
+from orchestrator import results_schema as schema
+from orchestrator.errors import MissingPathError
 from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
@@ -13,9 +16,11 @@ log = logging.getLogger(__name__)
 
 def results_frame(uri: str, sweep_name: str, experiment: str | None = None) -> pd.DataFrame:
     """One row per child run of sweep ``sweep_name`` (experiment ``experiment``, default the sweep name):
-    trial_id, encoder, optimizer, lr, loss, epochs, batch_size, status, epochs_completed, best_epoch,
-    ``test_<metric>``, it_per_s, img_per_s (means over epochs), run_id, run_dir.
-    Raises ``TrackingError`` when the store has no such experiment or sweep."""
+    the configuration columns, status, epochs_completed, best_epoch, ``test_<metric>``, it_per_s, img_per_s
+    (means over epochs), run_id, run_dir.
+    Raises ``MissingPathError`` when a SQLite store does not exist (reading must not create an empty one),
+    ``TrackingError`` when the store has no such experiment or sweep."""
+    _require_store(uri)
     c = store.client(uri)
     exp = c.get_experiment_by_name(experiment or sweep_name)
     if exp is None:
@@ -25,27 +30,30 @@ def results_frame(uri: str, sweep_name: str, experiment: str | None = None) -> p
     parents = store.find_runs(c, exp.experiment_id, **{store.TAG_SWEEP: sweep_name, store.TAG_ROLE: "sweep"})
     if not parents:
         raise store.TrackingError(f"experiment {exp.name!r} in {uri} has no parent run of sweep {sweep_name!r}")
-    children = store.find_runs(c, exp.experiment_id, **{store.TAG_PARENT: parents[0].info.run_id})
-    rows = []
-    for run in children:
-        p, m, t = run.data.params, run.data.metrics, run.data.tags
-        row = {"trial_id": t.get(store.TAG_TRIAL, run.info.run_name)}
-        for k in ("encoder", "optimizer", "loss"):
-            row[k] = p.get(k)
-        for k, typ in (("lr", float), ("epochs", int), ("batch_size", int)):
-            row[k] = typ(p[k]) if k in p else None
-        status = t.get(store.TAG_STATUS)
-        if status is None:
-            status = {"RUNNING": "unfinished", "FAILED": "error"}.get(run.info.status, run.info.status.lower())
-        row["status"] = status
-        for k in ("epochs_completed", "best_epoch"):
-            row[k] = int(m[k]) if k in m else None
-        row.update({k: v for k, v in m.items() if k.startswith("test_")})
-        row["it_per_s"] = m.get("it_per_s_mean")
-        row["img_per_s"] = m.get("img_per_s_mean")
-        row["run_id"] = run.info.run_id
-        row["run_dir"] = t.get(store.TAG_RUN_DIR)
-        rows.append(row)
+    rows = [_row(run) for run in store.find_runs(c, exp.experiment_id, **{store.TAG_PARENT: parents[0].info.run_id})]
     if not rows:
         log.warning("sweep %s in %s has a parent run but no trial runs yet", sweep_name, uri)
     return pd.DataFrame(rows, columns=None if rows else ["trial_id", "encoder", "optimizer", "lr", "status"])
+
+
+def _require_store(uri: str) -> None:
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.is_file():
+        raise MissingPathError(f"no MLflow store at {db}")
+
+
+def _row(run) -> dict:
+    """The results.csv row of one child run."""
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    row = {"trial_id": t.get(store.TAG_TRIAL, run.info.run_name), **schema.parse_config(p)}
+    status = t.get(store.TAG_STATUS)
+    if status is None:
+        status = {"RUNNING": "unfinished", "FAILED": "error"}.get(run.info.status, run.info.status.lower())
+    row["status"] = status
+    for k in ("epochs_completed", "best_epoch"):
+        row[k] = int(m[k]) if k in m else None
+    row.update({k: v for k, v in m.items() if k.startswith("test_")})
+    row.update({k: m.get(schema.mean_metric_key(k)) for k in schema.SPEED_KEYS})
+    row["run_id"] = run.info.run_id
+    row["run_dir"] = t.get(store.TAG_RUN_DIR)
+    return row

@@ -25,6 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from orchestrator.errors import MissingPathError
+from orchestrator.files import atomic_write
 
 CACHE_ENV = "ORCH_CHECKPOINT_CACHE"  # where checkpoints referenced by URI are fetched (default: the temp dir)
 
@@ -47,13 +48,15 @@ def fetch_checkpoint(location: str) -> Path:
         if fs.get_file_info(path).type != pafs.FileType.File:
             raise MissingPathError(f"checkpoint {location} does not exist (pruned by --keep-checkpoints, or the "
                                     "sweep storage moved or was deleted)")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        with fs.open_input_stream(path) as src, open(tmp, "wb") as out:
-            while chunk := src.read(1 << 24):
-                out.write(chunk)
-        os.replace(tmp, dest)
+        atomic_write(dest, lambda tmp: _download(fs, path, tmp))
     return dest
+
+
+def _download(fs, path: str, dest: Path) -> None:
+    """Copy the file ``path`` of the pyarrow filesystem ``fs`` to ``dest``, 16 MB at a time."""
+    with fs.open_input_stream(path) as src, open(dest, "wb") as out:
+        while chunk := src.read(1 << 24):
+            out.write(chunk)
 
 
 def load_reference(location: str):

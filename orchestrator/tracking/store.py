@@ -48,7 +48,6 @@ TAG_CHECKPOINT = "orch.checkpoint"
 TAG_CHECKPOINT_PRUNED = "orch.checkpoint_pruned"
 TAG_VERSION = "orch.version"
 TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
@@ -107,7 +106,8 @@ def is_outage(exc: BaseException) -> bool:
     a locked SQLite file): the record should wait in the buffer. False for requests the store rejected."""
     if isinstance(exc, MlflowException):
         return exc.error_code not in _PERMANENT_CODES
-    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith(("requests", "urllib3", "sqlalchemy"))
+    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith(
+        ("requests", "urllib3", "sqlalchemy"))
 
 
 def quote(value: str) -> str:
@@ -130,7 +130,3 @@ def children_by_trial(c: MlflowClient, experiment_id: str, parent_run_id: str) -
         out.setdefault(run.data.tags.get(TAG_TRIAL), run)
     return out
 
-
-def find_experiment(c: MlflowClient, name: str):
-    """The experiment called ``name``, or None."""
-    return c.get_experiment_by_name(name)

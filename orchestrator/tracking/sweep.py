@@ -12,15 +12,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 from mlflow.entities import Param, RunStatus, RunTag
 
 from orchestrator import __version__
+from orchestrator.files import atomic_write_text
+from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, RESULTS_CSV
 from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
 
-# Files of the sweep directory logged on the parent run under report/, at their relative paths (written by
-# orchestrator.report; the cv files by orchestrator.sweep.cv for `orch sweep --folds K`).
+# Files of the sweep directory logged on the parent run under report/, at their relative paths (written by the
+# sweep before it finishes: results.csv, the report's tables and plots, and for `orch sweep --folds K` the cv files).
 SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png", "cv_results.csv", "cv/*/cv_per_patient.csv",
                         "cv/*/cv_summary.json", "cv/*/cv_dice.png",
                         # orch train --folds K: its run directory is the "sweep" (tracking/train.py)
@@ -133,49 +136,61 @@ class SweepTracker:
 
     def finish(self, results_dir: str | os.PathLike, top_k: int = 3, status: str = "FINISHED",
                buffer_dir: str | os.PathLike | None = None, log_checkpoints: str = "reference",
-               checkpoints: dict[str, str] | None = None, pruned: dict[str, str] | None = None) -> bool:
-        """Log the sweep's tables and plots (writing the plots if ``results.csv`` has none yet), record where each
+               checkpoints: dict[str, str] | None = None, pruned: dict[str, str] | None = None,
+               results: pd.DataFrame | None = None) -> bool:
+        """Upload the report files the sweep wrote into ``results_dir`` (``SWEEP_ARTIFACT_GLOBS``: results.csv,
+        tables, plots, cross-validation files; only those that exist: nothing is written here), record where each
         finished trial's checkpoint is, log the top ``top_k`` trials by test ``dice_volume_mean`` as MLflow
         models, and end the parent run.
 
-        Checkpoints: ``checkpoints`` maps trial id -> its kept best.pt (path or URI in the sweep storage; default:
-        best.pt in the ``run_dir`` of results.csv, where that file exists); ``pruned`` maps trial id -> why it kept
-        none. Each run gets the tag ``orch.checkpoint`` (or ``orch.checkpoint_pruned``) and ``orch.run_dir`` (its
-        directory in the storage); ``log_checkpoints="copy"`` also uploads the kept files as artefacts and logs
-        self-contained models (see ``TrackingConfig.log_checkpoints``).
+        ``results``: the sweep's results.csv rows, as the caller holds them (default: read from ``results_dir``,
+        when it holds a results.csv). Checkpoints: ``checkpoints`` maps trial id -> its kept best.pt (path or URI
+        in the sweep storage; default: best.pt in the ``run_dir`` of results.csv, where that file exists);
+        ``pruned`` maps trial id -> why it kept none. Each run gets the tag ``orch.checkpoint`` (or
+        ``orch.checkpoint_pruned``) and ``orch.run_dir`` (its directory in the storage);
+        ``log_checkpoints="copy"`` also uploads the kept files as artefacts and logs self-contained models (see
+        ``TrackingConfig.log_checkpoints``).
 
         Never raises: when the store does not answer it returns False, and the pending finish is recorded in
         ``buffer_dir`` (default ``<results_dir>/mlflow-buffer``) for ``orch report SWEEP --sync``."""
         results_dir = Path(results_dir)
-        pending = Path(buffer_dir or results_dir / "mlflow-buffer") / SWEEP_PENDING
+        pending = Path(buffer_dir or results_dir / BUFFER_DIRNAME) / SWEEP_PENDING
         c = store.client(self.uri)
         try:
-            _ensure_report(results_dir)
-            files = sorted({p for g in SWEEP_ARTIFACT_GLOBS for p in results_dir.glob(g) if p.is_file()})
-            for p in files:
-                where = Path("report") / p.parent.relative_to(results_dir)  # report/, report/cv/<config id>
-                c.log_artifact(self.parent_run_id, str(p), where.as_posix())
-            if (results_dir / "results.csv").is_file():
-                self._mark_failed(c, results_dir / "results.csv")
-                kept = self._record_checkpoints(c, results_dir / "results.csv", log_checkpoints, checkpoints,
-                                                pruned or {})
-                if top_k > 0:
-                    self._log_models(results_dir / "results.csv", top_k, log_checkpoints, kept)
+            self._upload_report(c, results_dir)
+            if results is None and (results_dir / RESULTS_CSV).is_file():
+                results = pd.read_csv(results_dir / RESULTS_CSV)
+            if results is not None:
+                self._record_trials(c, results, top_k, log_checkpoints, checkpoints, pruned or {})
             c.log_batch(self.parent_run_id, tags=[RunTag(store.TAG_STATUS, status.lower())])
             c.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.from_string(status)))
         except Exception as e:  # noqa: BLE001 - the sweep itself is done; say what is missing
-            pending.parent.mkdir(parents=True, exist_ok=True)
             record = {**asdict(self), "results_dir": str(results_dir.resolve()), "top_k": top_k, "status": status,
                       "log_checkpoints": log_checkpoints, "checkpoints": checkpoints, "pruned": pruned}
-            tmp = pending.with_name(pending.name + ".tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, pending)
+            atomic_write_text(pending, json.dumps(record, indent=1))
             log.warning("sweep %s: could not finish the parent run %s in %s (%s); recorded in %s: run "
                         "`orch report %s --sync` when the store answers", self.sweep_name, self.parent_run_id,
                         self.uri, str(e).splitlines()[0][:200], pending, results_dir)
             return False
         pending.unlink(missing_ok=True)
         return True
+
+    def _upload_report(self, c, results_dir: Path) -> None:
+        """Log the report files of ``results_dir`` that exist on the parent run: ``report/`` and, for the files of
+        ``cv/<config id>/``, ``report/cv/<config id>/``."""
+        files = sorted({p for g in SWEEP_ARTIFACT_GLOBS for p in results_dir.glob(g) if p.is_file()})
+        for p in files:
+            where = Path("report") / p.parent.relative_to(results_dir)
+            c.log_artifact(self.parent_run_id, str(p), where.as_posix())
+
+    def _record_trials(self, c, results: pd.DataFrame, top_k: int, mode: str, checkpoints: dict[str, str] | None,
+                       pruned: dict[str, str]) -> None:
+        """What only the driver knows of the trials once the sweep is over: which failed for good, where each
+        checkpoint is kept, which trials are the top-k models."""
+        self._mark_failed(c, results)
+        kept = self._record_checkpoints(c, results, mode, checkpoints, pruned)
+        if top_k > 0:
+            self._log_models(results, top_k, mode, kept)
 
     @classmethod
     def finish_pending(cls, pending: str | os.PathLike, tracking_uri: str | None = None) -> bool:
@@ -187,12 +202,9 @@ class SweepTracker:
                          buffer_dir=Path(pending).parent, log_checkpoints=rec.get("log_checkpoints", "reference"),
                          checkpoints=rec.get("checkpoints"), pruned=rec.get("pruned"))
 
-    def _mark_failed(self, c, results_csv: Path) -> None:
+    def _mark_failed(self, c, results: pd.DataFrame) -> None:
         """Child runs of trials that ended in error (retries exhausted) are FAILED, with the error as a tag: the
         trial process died before it could say so itself."""
-        import pandas as pd
-
-        results = pd.read_csv(results_csv)
         if "status" not in results.columns:
             return
         for _, row in results[results["status"] == "error"].iterrows():
@@ -205,18 +217,15 @@ class SweepTracker:
                 c.log_batch(run.info.run_id, tags=[RunTag(store.TAG_STATUS, "failed"), RunTag("orch.error", error)])
                 c.set_terminated(run.info.run_id, "FAILED")
 
-    def _record_checkpoints(self, c, results_csv: Path, mode: str, checkpoints: dict[str, str] | None,
+    def _record_checkpoints(self, c, results: pd.DataFrame, mode: str, checkpoints: dict[str, str] | None,
                             pruned: dict[str, str]) -> dict[str, str]:
         """Tag every finished (or diverged) trial's run with where its checkpoint is, or why it has none; with
         ``mode="copy"`` upload the kept ones too. Returns trial id -> kept location. Idempotent."""
-        import pandas as pd
-
-        results = pd.read_csv(results_csv)
         if "trial_id" not in results.columns or "status" not in results.columns:
             return {}
         children = store.children_by_trial(c, self.experiment_id, self.parent_run_id)
         kept: dict[str, str] = {}
-        for _, row in results[results["status"].isin(("finished", "diverged"))].iterrows():
+        for _, row in results[results["status"].isin(HAS_RESULT)].iterrows():
             tid, run = str(row["trial_id"]), children.get(str(row["trial_id"]))
             if run is None:
                 continue
@@ -240,11 +249,11 @@ class SweepTracker:
                 c.log_batch(run.info.run_id, tags=tags)
         return kept
 
-    def _log_models(self, results_csv: Path, top_k: int, mode: str, kept: dict[str, str]) -> None:
+    def _log_models(self, results: pd.DataFrame, top_k: int, mode: str, kept: dict[str, str]) -> None:
         from orchestrator.tracking.models import log_top_models
 
         try:
-            log_top_models(self, results_csv, top_k, mode=mode, locations=kept)
+            log_top_models(self, results, top_k, mode=mode, locations=kept)
         except Exception as e:
             if store.is_outage(e):
                 raise
@@ -260,13 +269,3 @@ def _upload_checkpoint(c, run_id: str, location: str) -> None:
         return
     c.log_artifact(run_id, str(fetch_checkpoint(location)), "checkpoints")
 
-
-def _ensure_report(results_dir: Path) -> None:
-    """Write the tables and plots next to results.csv if the sweep has not (the sweep writes the tables)."""
-    csv = results_dir / "results.csv"
-    if csv.is_file() and not any(results_dir.glob("plot_*.png")):
-        import pandas as pd
-
-        from orchestrator.report import write_report
-
-        write_report(pd.read_csv(csv), results_dir)

@@ -16,9 +16,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SyncOutcome:
+    """What ``sync_buffers`` uploaded, and what still waits."""
+
     sent: list[str] = field(default_factory=list)  # trial ids whose records reached the store
     kept: list[str] = field(default_factory=list)  # trial ids still buffered (store unreachable)
     sweep_finished: bool | None = None  # a parent run whose finish was pending: True once done
+
+    @property
+    def waiting(self) -> list[str]:
+        """What is still buffered: the trial ids, and the parent run when its finish still waits for the store."""
+        return self.kept + (["(the sweep's parent run)"] if self.sweep_finished is False else [])
 
 
 def sync_buffers(buffer_dir: str | os.PathLike, tracking_uri: str | None = None) -> SyncOutcome:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlflow.entities import Metric
 
+from orchestrator.results_schema import BUFFER_DIRNAME
 from orchestrator.tracking import store
 from orchestrator.tracking.sweep import SweepTracker
 
@@ -41,7 +42,7 @@ class TrainTracker:
     def _child(self, fold: int | None):
         if fold not in self.children:
             name = f"fold{fold}" if fold is not None else self.run_dir.name
-            child = self.parent.trial(name, buffer_dir=self.run_dir / "mlflow-buffer")
+            child = self.parent.trial(name, buffer_dir=self.run_dir / BUFFER_DIRNAME)
             child.start({**self.params, **({"fold": fold} if fold is not None else {})})
             self.children[fold] = child
         return self.children[fold]

@@ -8,7 +8,6 @@ if the store does not answer, the record joins the buffer and training goes on. 
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import time
@@ -18,6 +17,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from orchestrator import __version__
+from orchestrator.results_schema import final_metric_key, mean_metric_key, mean_speeds
 from orchestrator.tracking import store
 from orchestrator.tracking.buffer import TrialBuffer, default_buffer_dir
 
@@ -44,14 +44,6 @@ def _param_value(v: Any) -> str:
     return str(v)[:6000]  # MLflow stores params as strings of at most 6000 characters
 
 
-def final_metric_key(name: str) -> str:
-    """The MLflow key of a test metric: ``test_<name>``; ``val_loss`` (the loss on the evaluated split) and
-    an already prefixed ``test_loss`` both become ``test_loss``, as in results.csv."""
-    if name == "val_loss" or name.startswith("test_"):
-        return "test_loss" if name == "val_loss" else name
-    return f"test_{name}"
-
-
 def _numbers(metrics: dict) -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
@@ -59,6 +51,14 @@ def _numbers(metrics: dict) -> dict[str, float]:
             continue
         out[str(k)] = float(v)
     return out
+
+
+def _files_source(run_dir: Path, recorded: str | None) -> Path:
+    """Where a finished trial's small files are: its run directory, or, when a finish replayed late (``orch report
+    --sync``) finds that node-local scratch gone, the storage copy the sweep's finish recorded (``orch.run_dir``)."""
+    if not run_dir.is_dir() and recorded and "://" not in recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return run_dir
 
 
 class TrialTracker:
@@ -251,23 +251,8 @@ class TrialTracker:
             for m in todo[i : i + _MAX_METRICS]:
                 self._steps.setdefault(m.key, set()).add(step)
 
-    def _finish(self, res: dict) -> None:
-        ts = int(time.time() * 1000)
-        # Epochs the loop finished while no one was listening (a crash between checkpoint and log): backfill.
-        for row in res.get("history", []):
-            if "epoch" in row:
-                self._log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), int(row["epoch"]), ts)
-        final = {final_metric_key(k): v for k, v in _numbers(res.get("test", {})).items()}
-        hist = res.get("history", [])
-        for key in ("it_per_s", "img_per_s"):
-            vals = [r[key] for r in hist if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-            if vals:
-                final[f"{key}_mean"] = sum(vals) / len(vals)
-        for key in ("best_epoch", "epochs_completed"):
-            if isinstance(res.get(key), (int, float)):
-                final[key] = float(res[key])
-        self._log_metrics(final, step=0, ts=ts)
-        run_dir = Path(res.get("run_dir") or ".")
+    def _log_run_dir(self, run_dir: Path) -> None:
+        """Log the ``RUN_DIR_ARTIFACTS`` that ``run_dir`` holds; warn about the others."""
         missing = []
         for name, sub in RUN_DIR_ARTIFACTS:
             if (run_dir / name).is_file():
@@ -276,9 +261,23 @@ class TrialTracker:
                 missing.append(name)
         if missing:
             log.warning("trial %s: %s not in %s; not logged", self.trial_id, ", ".join(missing), run_dir)
-        status = str(res.get("status", "finished"))
-        tags = [RunTag(store.TAG_STATUS, status)]
+
+    def _finish(self, res: dict) -> None:
+        ts = int(time.time() * 1000)
+        # Epochs the loop finished while no one was listening (a crash between checkpoint and log): backfill.
+        for row in res.get("history", []):
+            if "epoch" in row:
+                self._log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), int(row["epoch"]), ts)
+        final = {final_metric_key(k): v for k, v in _numbers(res.get("test", {})).items()}
+        final.update({mean_metric_key(k): v for k, v in mean_speeds(res.get("history", [])).items()})
+        for key in ("best_epoch", "epochs_completed"):
+            if isinstance(res.get(key), (int, float)):
+                final[key] = float(res[key])
+        self._log_metrics(final, step=0, ts=ts)
         held = self._client.get_run(self.run_id).data.tags
+        run_dir = Path(res.get("run_dir") or ".")
+        self._log_run_dir(_files_source(run_dir, held.get(store.TAG_RUN_DIR)))
+        tags = [RunTag(store.TAG_STATUS, str(res.get("status", "finished")))]
         # Where it trained, unless the sweep's finish already recorded the storage copy (a finish replayed late by
         # `orch report --sync` must not point the run back at a scratch directory that no longer exists).
         if store.TAG_CHECKPOINT not in held and store.TAG_CHECKPOINT_PRUNED not in held:

@@ -1,4 +1,4 @@
-"""The one training loop and what it reports (contract: HELPERS.md, "B -> C, D").
+"""The one training loop and what it reports (contracts: docs/design.md).
 
 ``fit(cfg, data, run_dir, on_epoch)`` trains one configuration; ``load_checkpoint`` rebuilds a trained model from
 a checkpoint alone; ``predict_masks`` turns uint8 images into tumour probabilities. No Ray or MLflow in here.

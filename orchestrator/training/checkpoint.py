@@ -3,7 +3,8 @@
 Keys: ``format``, ``model_config`` and ``train_config`` (dicts), ``epoch`` (completed epochs), ``model``,
 ``optimizer``, ``scaler`` (state dicts or None), ``rng`` (torch CPU/CUDA, numpy, python), ``best_metric``,
 ``best_epoch``, ``history`` (per-epoch metric dicts), ``extra`` (run facts such as the per-patient table of the
-best epoch). Written atomically (temp file + rename), so a kill mid-write leaves the previous checkpoint.
+best epoch). Written atomically (``orchestrator.files.atomic_write``), so a kill mid-write leaves the previous
+checkpoint.
 
 Reading never unpickles an object: ``torch.load(weights_only=True)`` admits tensors, containers and plain values
 only, so a file carrying a pickle payload (a ``__reduce__`` that runs code) is refused before anything of it runs.
@@ -13,10 +14,8 @@ arrays of older checkpoints' RNG states are admitted by name (``_LEGACY_GLOBALS`
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 from models import create_model
 from orchestrator.config import ModelConfig, TrainConfig
 from orchestrator.errors import MissingPathError, UserError
+from orchestrator.files import atomic_write
 
 # 2: the model's ``head_relu`` is stored. A format-1 checkpoint predates it and was trained with the ReLU in front of
 # the head (segmentation_models_pytorch's U-Net), so it is read as ``head_relu=True``: same state-dict keys, and a
@@ -78,14 +78,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: Path, **content: Any) -> None:
     """``torch.save`` to ``path`` atomically; ``content`` holds the keys of the module docstring."""
     content = {"format": FORMAT, **content}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(content, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(content, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,7 +90,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals(_LEGACY_GLOBALS):
             ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a global: name it, never load it
+    except pickle.UnpicklingError:  # weights_only refused a global: name it, never load it
         raise CheckpointError(f"checkpoint {p} holds objects orch does not load ({_foreign_globals(p)}): orch "
                               "reads only tensors and plain values from a checkpoint and never runs code from one. "
                               "The file is tampered or was not written by orch; use a best.pt or last.pt that "

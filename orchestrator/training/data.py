@@ -118,12 +118,7 @@ class BatchMaker:
 
     def __init__(self, split: DeviceSplit, geometric: bool = True, intensity: bool = False):
         self.split, self.geometric, self.intensity = split, geometric, intensity
-        dev = split.images.device
-        std = torch.tensor(NORMALIZE_STD, device=dev).view(1, 3, 1, 1)
-        mean = torch.tensor(NORMALIZE_MEAN, device=dev).view(1, 3, 1, 1)
-        # x_norm = (x/255 - mean)/std = x * scale + shift: one fused multiply-add on the uint8->float batch
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -mean / std
+        self.scale, self.shift = normalisation(split.images.device)
 
     def __call__(self, idx: torch.Tensor, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.split.images[idx].permute(0, 3, 1, 2).float()  # (B, 3, S, S), channels-last memory
@@ -132,8 +127,7 @@ class BatchMaker:
             x, y = random_affine(x, y)
         if augment and self.intensity:
             x = random_intensity(x)
-        x = torch.addcmul(self.shift, x, self.scale)
-        return x.contiguous(memory_format=torch.channels_last), y
+        return normalise_float(x, self.scale, self.shift), y
 
 
 class EpochSampler:
@@ -160,13 +154,34 @@ class EpochSampler:
         return torch.multinomial(self.weights.double(), self.n, replacement=True, generator=g)
 
 
+def normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (1, 3, 1, 1) on ``device``: x_norm = (x/255 - mean)/std = x * scale + shift, one fused
+    multiply-add on a float batch in [0, 255] (ImageNet statistics, ``models.NORMALIZE_*``)."""
+    std = torch.tensor(NORMALIZE_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(NORMALIZE_MEAN, device=device).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std
+
+
+def normalise_float(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 255] -> normalised, channels-last: the one normalisation of training and
+    inference (``scale``, ``shift`` from :func:`normalisation`)."""
+    return torch.addcmul(shift, x, scale).contiguous(memory_format=torch.channels_last)
+
+
 def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 channels-last, normalised as in training."""
-    dev = images_uint8.device
-    std = torch.tensor(NORMALIZE_STD, device=dev).view(1, 3, 1, 1)
-    mean = torch.tensor(NORMALIZE_MEAN, device=dev).view(1, 3, 1, 1)
-    x = images_uint8.permute(0, 3, 1, 2).float()
-    return ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+    scale, shift = normalisation(images_uint8.device)
+    return normalise_float(images_uint8.permute(0, 3, 1, 2).float(), scale, shift)
+
+
+def split_slices(data: Any, split: str) -> int:
+    """Slices of a split of a ``PreparedData``: from the manifest's shard table when every shard lies wholly inside
+    or outside the split (nothing is read), else by loading the split."""
+    members = set(data.patients(split))
+    shards = data.manifest.get("shards", [])
+    if all(set(s["patients"]) <= members or not set(s["patients"]) & members for s in shards):
+        return sum(s["slices"] for s in shards if set(s["patients"]) <= members)
+    return len(data.load(split).slice)
 
 
 def random_affine(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from orchestrator.training.data import BatchMaker, DeviceSplit
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,20 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+
+
+def capture(fn: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """``fn()`` run once on a side stream (lazy inits, cudnn autotuning), then captured as a CUDA graph: (the graph,
+    the captured call's output, whose tensors every ``graph.replay()`` refills in place)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 def step_mode(cuda_graph: str) -> str:
@@ -205,3 +222,33 @@ class TrainStep:
             self.mode = "eager"
             self.graph, self.static_idx = None, None
             log.info("cuda_graph=auto: graph %.2f ms/step vs eager %.2f ms/step: running eager", graph, eager)
+
+
+@dataclass
+class StepParts:
+    """What a configuration's step is made of besides the model and its data. Built before a resume, which restores
+    the optimizer's and the scaler's state into these objects."""
+
+    optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+
+def step_parts(model: nn.Module, cfg, device: torch.device) -> StepParts:
+    """``cfg``'s optimizer over ``model``'s parameters, its loss and autocast dtype, and a GradScaler where fp16
+    autocast runs on CUDA (bf16 and fp32 need none)."""
+    amp_dtype = resolve_amp(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
+    return StepParts(make_optimizer(model.parameters(), cfg, device), make_loss(cfg.loss), amp_dtype, scaler)
+
+
+def make_train_step(cfg, parts: StepParts, model: nn.Module, split: DeviceSplit, device: torch.device,
+                    world: int = 1) -> TrainStep:
+    """The training step ``fit`` runs (and ``orch bench`` measures): ``cfg``'s augmentations of ``split`` gathered
+    on the device, ``parts``, and ``cfg.cuda_graph`` -- eager under DDP, whose all-reduces are not captured here.
+    ``model`` is the module the step trains (the DDP wrapper under DDP)."""
+    batch_fn = BatchMaker(split, geometric=cfg.augment, intensity=cfg.intensity_aug)
+    mode = cfg.cuda_graph if world == 1 else "eager"
+    return TrainStep(model, parts.optimizer, parts.loss_fn, batch_fn, device, parts.amp_dtype, parts.scaler,
+                     mode=mode)

@@ -86,7 +86,8 @@ def test_flipped_byte_is_caught_by_verify_and_rebuilt(synth_tree, tmp_path):
         verify(out)
     assert m["shards"][1]["file"] in str(err.value) and len(err.value.damaged) == 1
     # a rerun rebuilds exactly the damaged shard and the result verifies again
-    others = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in m["shards"] if s["file"] != m["shards"][1]["file"]}
+    damaged = m["shards"][1]["file"]
+    others = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in m["shards"] if s["file"] != damaged}
     prepare(synth_tree, out, workers=1)
     assert target.read_bytes() == good
     verify(out)

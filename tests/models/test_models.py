@@ -119,3 +119,12 @@ def test_head_relu_changes_the_function_not_the_weights():
             m.segmentation_head.bias.fill_(-0.09)
         assert relu(x).max() <= -0.09 + 1e-6
         assert plain(x).max() > -0.09 + 1e-4
+
+
+def test_encoder_specs_are_built_from_the_torch_free_registry():
+    from models.registry import ENCODER_TABLE
+
+    assert list(ENCODERS) == list(ENCODER_TABLE) == list_encoders()
+    for name, row in ENCODER_TABLE.items():
+        assert (ENCODERS[name].block.__name__.lower().removesuffix("block"), ENCODERS[name].layers,
+                ENCODERS[name].out_channels) == (row.block, row.layers, row.out_channels)

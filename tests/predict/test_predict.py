@@ -29,7 +29,8 @@ def test_predict_then_evaluate_reproduces_the_runs_test_metrics(trained, tmp_pat
     mask = tifffile.imread(written[0])
     assert mask.dtype == np.uint8 and mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 255}
     rows = (out / "patients.csv").read_text().splitlines()
-    assert rows[0] == "patient,slices,tumour_slices,tumour_pixels" and rows[1].startswith(folder.name + f",{len(truth)},")
+    assert rows[0] == "patient,slices,tumour_slices,tumour_pixels"
+    assert rows[1].startswith(folder.name + f",{len(truth)},")
 
     metrics_file = tmp_path / "eval.json"
     r = runner.invoke(main, ["evaluate", str(out), str(source), "--predicted-patients-only", "--json",

@@ -8,8 +8,8 @@ import pytest
 
 from models import list_encoders
 from orchestrator.config import TrainConfig
-from orchestrator.recipe import PAPER_SETTINGS
 from orchestrator.grids import GridError, list_grids, load_grid
+from orchestrator.recipe import PAPER_SETTINGS
 from tests.sweep.conftest import write_grid
 
 
@@ -78,3 +78,9 @@ def test_grid_cells_become_typed_fields(tmp_path):
     g = write_grid(tmp_path / "t.csv", [{"encoder": "resnet18", "max_steps": 2, "augment": "false", "lr": "1e-4"}])
     (e,) = load_grid(g)
     assert e.config == TrainConfig(encoder="resnet18", max_steps=2, augment=False, lr=1e-4)
+
+
+def test_grid_row_with_an_unknown_encoder_is_refused_before_anything_runs(tmp_path):
+    bad = write_grid(tmp_path / "e.csv", [{"encoder": "resnet18"}, {"encoder": "resnet19"}])
+    with pytest.raises(GridError, match=r"e\.csv line 3: encoder='resnet19' is not valid; choose one of: resnet18"):
+        load_grid(bad)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from data_prep import PreparedData
 from orchestrator.cli import main
 from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
-from tests.sweep.conftest import done_outcome, TINY, write_grid
+from tests.sweep.conftest import TINY, done_outcome, write_grid
 
 
 def _trial(root: Path, tid: str, status: str, score: float | None, best: bool = True) -> dict:
@@ -36,7 +36,8 @@ def test_keep_top_k_deletes_only_the_others_best_pt(tmp_path):
                        _trial(tmp_path, "e", "finished", 0.2)])
     kept, pruned = _keep_checkpoints(df, 2, str(tmp_path))
     # b is best; a and e tie and the grid order decides (a rerun picks the same trials).
-    assert kept == {"b": str(tmp_path / "b/checkpoint_000000/best.pt"), "a": str(tmp_path / "a/checkpoint_000000/best.pt")}
+    assert kept == {"b": str(tmp_path / "b/checkpoint_000000/best.pt"),
+                    "a": str(tmp_path / "a/checkpoint_000000/best.pt")}
     assert set(pruned) == {"c", "e"} and "top 2" in pruned["e"]
     assert {p.parent.parent.name for p in tmp_path.rglob("best.pt")} == {"a", "b", "d"}  # d resumes from its own
     assert len(list(tmp_path.rglob("result.json"))) == 5
@@ -62,8 +63,8 @@ def test_config_and_cli_option(tmp_path, monkeypatch):
 def test_sweep_keeps_the_top_checkpoint_and_mlflow_refers_to_it(prepared, tmp_path, monkeypatch):
     import mlflow.pyfunc
 
+    from orchestrator.results_schema import top_trials
     from orchestrator.sweep import run_sweep
-    from orchestrator.tracking.models import top_trials
 
     grid = write_grid(tmp_path / "keep.csv", [
         {"encoder": "resnet18", "optimizer": "adam", "lr": 1e-3, "epochs": 1, **TINY},

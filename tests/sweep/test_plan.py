@@ -61,3 +61,10 @@ def test_dry_run_plans_for_the_target_cluster():
     cluster = dry_run(SweepConfig(grid="smoke", address="auto"))
     assert {p.gpus for p in local} == {0.0}
     assert {p.gpus for p in cluster} == {0.25}
+
+
+def test_default_gpu_share_covers_exactly_the_encoder_registry():
+    from models import list_encoders
+    from orchestrator.sweep.plan import DEFAULT_GPU_SHARE
+
+    assert list(DEFAULT_GPU_SHARE) == list_encoders()

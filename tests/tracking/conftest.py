@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator.tracking.ui import start_server
-from tests.sweep.conftest import prepared  # noqa: F401 - the sweep tests' tiny prepared data, shared
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +31,8 @@ class TrainedRun:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, prepared) -> TrainedRun:
-    """A 2-epoch resnet18 fit at 32x32 on the sweep tests' tiny synthetic prepared data (seconds on a CPU)."""
+    """A 2-epoch resnet18 fit at 32x32 on the tiny synthetic prepared data of tests/conftest.py (seconds on a
+    CPU)."""
     from orchestrator.config import TrainConfig
     from orchestrator.training import fit
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.tracking import SweepTracker, TrialTracker
+from orchestrator.tracking import SweepTracker, TrialTracker, default_tracking_uri
 from orchestrator.tracking.ui import free_port, start_server
 
 
@@ -69,3 +69,37 @@ def test_outage_buffers_then_flushes_exactly_once(tmp_path, trained_run, caplog)
         assert [r for r in runs if r.data.tags["orch.trial_id"] == "t2"][0].data.params["lr"] == "0.01"
     finally:
         server.stop()
+
+
+def test_orch_report_sync_uploads_a_trial_and_a_pending_finish_into_the_moved_store(tmp_path):
+    """A trial and the sweep's finish that never reached their store (nothing answers there) are uploaded by
+    ``orch report SWEEP --sync --tracking-uri`` into the store the sweep's records moved to (SQLite: no server)."""
+    uri = default_tracking_uri(tmp_path)
+    st = SweepTracker.open(uri, experiment="moved")
+    gone = f"http://127.0.0.1:{free_port()}"
+    sweep_dir = tmp_path / "sweeps" / "moved"
+    buffers = sweep_dir / "mlflow-buffer"
+    tt = TrialTracker(gone, st.experiment_id, st.parent_run_id, "t0", buffer_dir=buffers)
+    tt.start({"encoder": "resnet18", "lr": 0.001})
+    tt.log_epoch(1, {"dice_volume_mean": 0.25, "it_per_s": 2.0})
+    assert tt.finish({"status": "finished", "test": {"dice_volume_mean": 0.5}, "run_dir": str(tmp_path),
+                      "history": [{"epoch": 1, "it_per_s": 2.0}]}) is False
+    row = {"trial_id": "t0", "encoder": "resnet18", "optimizer": "adam", "lr": 0.001, "status": "finished",
+           "test_dice_volume_mean": 0.5}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(sweep_dir / "results.csv", index=False)
+    unreachable = SweepTracker(uri=gone, experiment_id=st.experiment_id, parent_run_id=st.parent_run_id,
+                               sweep_name="moved")
+    assert unreachable.finish(sweep_dir, top_k=0) is False
+    assert (buffers / "sweep-pending.json").is_file() and list(buffers.glob("t0.*.jsonl"))
+
+    out = CliRunner().invoke(main, ["report", str(sweep_dir), "--sync", "--tracking-uri", uri, "--no-plots"])
+    assert out.exit_code == 0, out.output
+    assert "synced buffered MLflow records of 1 trial(s)" in out.output and "still buffered" not in out.output
+    assert not list(buffers.iterdir())
+    c = MlflowClient(uri)
+    assert c.get_run(st.parent_run_id).info.status == "FINISHED"
+    assert {a.path for a in c.list_artifacts(st.parent_run_id, "report")} >= {"report/results.csv"}
+    (child,) = c.search_runs([st.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{st.parent_run_id}'")
+    assert child.info.status == "FINISHED" and child.data.metrics["test_dice_volume_mean"] == 0.5
+    assert child.data.metrics["it_per_s_mean"] == 2.0 and child.data.params["lr"] == "0.001"

@@ -19,9 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.tracking.ui import free_port, start_server
-from tests.sweep.conftest import TINY, _scratch_runs, write_grid  # noqa: F401 - C's fixtures, reused
+from tests.conftest import TINY, write_grid
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("scratch_runs")]
 EPOCHS = 3
 
 

@@ -1,7 +1,11 @@
 """The end of a sweep: tables and plots on the parent run, the top-k trials as loadable MLflow models, and
-``orch report`` from MLflow agreeing with the runs' metrics."""
+``orch report`` from MLflow agreeing with the runs' metrics. ``finish`` uploads the files the sweep wrote and
+writes none itself."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -10,7 +14,8 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.tracking import SweepTracker
+from orchestrator.report import write_report, write_tables
+from orchestrator.tracking import SweepTracker, default_tracking_uri
 
 
 def _row(trial_id: str, optimizer: str, lr: float, result, run_dir, scale: float) -> dict:
@@ -49,6 +54,7 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
     sweep_dir = tmp_path / "storage" / "finish"  # not ./sweeps: the report below must read MLflow
     sweep_dir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(sweep_dir / "results.csv", index=False)
+    write_report(pd.DataFrame(rows), sweep_dir)  # what the sweep writes before its finish
 
     # "copy": the store's readers may not reach the sweep storage, so checkpoints and models are self-contained.
     assert st.finish(sweep_dir, top_k=1, log_checkpoints="copy")
@@ -74,7 +80,8 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
     out = model.predict(np.zeros((2, 3, 32, 32), dtype=np.float32))
     assert tuple(out.shape) == (2, 1, 32, 32)
     info = mlflow.models.get_model_info(f"models:/{children['t0'].data.tags['orch.model_id']}")
-    assert info.signature is not None and list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, 32, 32]
+    assert info.signature is not None
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, 32, 32]
     assert st.finish(sweep_dir, top_k=1, log_checkpoints="copy")  # finishing again logs no second model
     again = c.get_run(children["t0"].info.run_id).data.tags["orch.model_id"]
     assert again == children["t0"].data.tags["orch.model_id"]
@@ -97,3 +104,26 @@ def test_finish_logs_report_and_top_model_and_report_reads_mlflow(mlflow_server,
         assert got["Loss (ours)"] == pytest.approx(m["test_loss"])
         assert got["it/s (ours)"] == pytest.approx(m["it_per_s_mean"])
         assert f"{m['test_miou_2class']:.3f}" in out.output
+
+
+def _files(d: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(d)): (p.stat().st_mtime_ns, p.read_bytes()) for p in d.rglob("*") if p.is_file()}
+
+
+def test_finish_uploads_only_the_files_that_exist_and_writes_none(tmp_path):
+    results = pd.DataFrame([{"trial_id": "t0", "encoder": "resnet18", "optimizer": "adam", "lr": 1e-3,
+                             "status": "finished", "test_dice_volume_mean": 0.5}])
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    results.to_csv(sweep_dir / "results.csv", index=False)
+    write_tables(results, sweep_dir)  # tables, and no plots: finish must not draw them
+    before = _files(sweep_dir)
+    st = SweepTracker.open(default_tracking_uri(tmp_path), experiment="upload-only")
+    # The caller's frame is used as it is: results.csv is not read again.
+    with mock.patch.object(pd, "read_csv", side_effect=AssertionError("results.csv read again")):
+        assert st.finish(sweep_dir, top_k=0, results=results)
+    assert _files(sweep_dir) == before
+    c = MlflowClient(default_tracking_uri(tmp_path))
+    logged = {a.path for a in c.list_artifacts(st.parent_run_id, "report")}
+    assert logged == {"report/results.csv", "report/paper_tables.csv", "report/paper_tables.md"}
+    assert c.get_run(st.parent_run_id).info.status == "FINISHED"

@@ -8,14 +8,14 @@ import os
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import SweepTracker, TrialTracker, default_tracking_uri
-from orchestrator.tracking import store
+from orchestrator.tracking import SweepTracker, TrialTracker, default_tracking_uri, store
 
 
 def _children(c: MlflowClient, st: SweepTracker):
     return c.search_runs([st.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{st.parent_run_id}'")
 
 
+@pytest.mark.slow
 def test_sweep_open_twice_reattaches_one_parent(mlflow_server, caplog):
     st1 = SweepTracker.open(mlflow_server.url, experiment="reattach", tags={"grid": "smoke"},
                             params={"encoder": "resnet18,resnet34", "lr": "0.001"})
@@ -32,6 +32,7 @@ def test_sweep_open_twice_reattaches_one_parent(mlflow_server, caplog):
     assert "differs" in caplog.text
 
 
+@pytest.mark.slow
 def test_trial_resume_one_child_exactly_once_metrics_and_artifacts(mlflow_server, trained_run, tmp_path):
     st = SweepTracker.open(mlflow_server.url, experiment="resume-trial", data=trained_run.prepared)
     params = {"encoder": "resnet18", "lr": 1e-3, "epochs": 2, "max_steps": None}

@@ -1,4 +1,5 @@
-"""orchestrator.metrics against a plain numpy reference written from DESIGN.md's definitions, on hand-made masks."""
+"""orchestrator.metrics against a plain numpy reference written from docs/design.md's definitions, on hand-made
+masks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.metrics import (EVAL_METRICS, SliceCounter, compute_metrics, per_patient_dice, slice_counts,
-                                  slice_counts_numpy)
+from orchestrator.metrics import (
+    EVAL_METRICS,
+    SliceCounter,
+    compute_metrics,
+    per_patient_dice,
+    slice_counts,
+    slice_counts_numpy,
+)
 
 
 def _dice(p: np.ndarray, t: np.ndarray) -> float:

@@ -46,8 +46,8 @@ def test_bench_on_cpu_writes_json_lines(tmp_path):
 
 
 def test_train_prints_one_plain_line_per_epoch_off_a_terminal(synthetic_prepared, tmp_path):
-    res = CliRunner().invoke(main, ["train", "--data", str(synthetic_prepared), "--encoder", "resnet18", "--epochs", "2",
-                                    "--max-steps", "1", "--image-size", "32", "--batch-size", "4",
+    res = CliRunner().invoke(main, ["train", "--data", str(synthetic_prepared), "--encoder", "resnet18",
+                                    "--epochs", "2", "--max-steps", "1", "--image-size", "32", "--batch-size", "4",
                                     "--max-eval-slices", "24", "--device", "cpu", "--out", str(tmp_path / "run"),
                                     "--no-tracking"])
     assert res.exit_code == 0, res.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from tests.training.training_helpers import tiny_cfg
 
 

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.training.training_helpers import tiny_cfg
 
 from data_prep import PreparedData
 from orchestrator.metrics import EVAL_METRICS
 from orchestrator.training import TrainResult, fit, load_checkpoint, predict_masks
+from tests.training.training_helpers import tiny_cfg
 
 REPORT_KEYS = {"loss", "it_per_s", "img_per_s", "learning_rate", "epoch_time_s", "val_loss", *EVAL_METRICS}
 ARTEFACTS = {"result.json", "history.csv", "per_patient_dice.csv", "learning_curve.png", "overlay.png", "best.pt",

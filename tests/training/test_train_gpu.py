@@ -10,7 +10,7 @@ from models import create_model
 from orchestrator.bench import synthetic_split
 from orchestrator.config import TrainConfig
 from orchestrator.training.data import BatchMaker
-from orchestrator.training.step import TrainStep, make_loss, make_optimizer, resolve_amp
+from orchestrator.training.step import TrainStep, capture, make_loss, make_optimizer, resolve_amp
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -43,14 +43,7 @@ def test_augmentation_is_fresh_on_every_replay():
     dev = torch.device("cuda")
     make = BatchMaker(synthetic_split(16, 64, dev))
     idx = torch.arange(16, device=dev)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        make(idx, True)
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        x, _ = make(idx, True)
+    g, (x, _) = capture(lambda: make(idx, True))
     g.replay()
     first = x.clone()
     g.replay()

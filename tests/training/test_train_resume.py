@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from tests.training.training_helpers import tiny_cfg
 
 from orchestrator.training import fit
+from tests.training.training_helpers import tiny_cfg
 
 _KILLED_AFTER_FIRST_EPOCH = """
 import json, os, signal, sys

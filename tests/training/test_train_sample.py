@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from tests.training.training_helpers import tiny_cfg
 
 from orchestrator.cli import main
 from orchestrator.score_masks import find_masks
 from orchestrator.training import fit
+from tests.training.training_helpers import tiny_cfg
 
 
 @pytest.mark.slow
