@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("bce", "dice", "bce_dice")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine", "poly")  # lr after warm-up: flat, cosine to 0, or (1 - t)^0.9 (nnU-Net)
+SCHEDULERS = ("fifo", "asha")  # a sweep's trial scheduler: the full grid, or ASHA screening
 SAMPLINGS = ("uniform", "tumour")  # which training slices an epoch draws
 AMPS = ("auto", "bf16", "fp16", "off")  # autocast dtype; auto: bf16 where supported, fp16 on older GPUs, off on CPU
 CUDA_GRAPHS = ("auto", "on", "off")  # capture the whole training step (auto: keep it where it is faster)
@@ -205,16 +206,31 @@ class SweepConfig(_DictMixin):
     # gathers each row's K test folds into cv/<row id>/ and cv_results.csv (orchestrator.sweep.cv). None: the
     # prepared split.
     folds: int | None = None
+    # Repeats: every trial (every fold) is trained N times, with TrainConfig.seed 0..N-1 (<id>-seed<s>; results.csv's
+    # seed column), so the report can tell a configuration's effect from its seed's. None: one run, the config's seed.
+    seeds: int | None = None
     # After the sweep, delete best.pt of the trials outside the top K by test dice_volume_mean (their metrics,
     # plots, per-patient tables and result.json stay). None: keep every checkpoint. Irreversible: a rerun with
     # a larger K cannot bring a deleted checkpoint back.
     keep_checkpoints: int | None = None
+    # Trial scheduler (orchestrator.sweep.schedulers): "fifo" runs the full grid; "asha" screens it (Tune's
+    # ASHAScheduler stops the trials that trail at each rung).
+    scheduler: str = "fifo"
+    grace_period: int | None = None  # asha: the first rung in epochs; None: max(2, epochs // 4)
+    reduction_factor: int = 3  # asha: rungs at grace * R**k epochs, each keeps 1 in R
+    asha_metric: str = "val_dice_volume_mean"  # asha: a val_ column of results.csv; a *loss is minimised
 
     def __post_init__(self) -> None:
         check_name("sweep name" if self.name else f"sweep name (from the grid file {self.grid}; or pass --name)",
                    self.sweep_name)
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints={self.keep_checkpoints!r} must be >= 1 (or unset to keep all)")
+        if self.seeds is not None and self.seeds < 1:
+            raise ConfigError(f"seeds={self.seeds!r} must be >= 1 (or unset for one run with the config's seed)")
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        if self.scheduler == "asha" and self.folds:
+            raise ConfigError("--scheduler asha with --folds K: a stopped fold leaves its configuration's "
+                              "cross-validation incomplete; screen without --folds, then cross-validate the survivors")
 
     @property
     def sweep_name(self) -> str:

@@ -22,9 +22,15 @@ RESULTS_CSV = "results.csv"  # in the sweep directory: one row per trial
 CV_RESULTS = "cv_results.csv"  # beside it, for `orch sweep --folds K`: one row per configuration
 BUFFER_DIRNAME = "mlflow-buffer"  # beside it: the MLflow records an outage left for `orch report --sync`
 
-# ``fold``: the cross-validation fold of the trial (``orch sweep --folds K``), empty otherwise.
-CONFIG_COLUMNS = ("trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size", "fold")
-CONFIG_TYPES = {"lr": float, "epochs": int, "batch_size": int, "fold": int}  # the others are strings
+# ``fold``: the cross-validation fold of the trial (``orch sweep --folds K``), empty otherwise; ``seed``: its
+# TrainConfig.seed when it is one of the repeats of ``orch sweep --seeds N`` (``repeat_seed``), empty otherwise.
+CONFIG_COLUMNS = ("trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size", "fold", "seed")
+CONFIG_TYPES = {"lr": float, "epochs": int, "batch_size": int, "fold": int, "seed": int}  # the others are strings
+# Per-patient test scores: a run directory's per_patient.csv (``PATIENT_COLUMNS``; written beside result.json) and
+# the sweep directory's (``SWEEP_PATIENT_COLUMNS``: every trial's rows, the input of ``orchestrator.report.stats``).
+PER_PATIENT_CSV = "per_patient.csv"
+PATIENT_COLUMNS = ("patient", "split", "fold", "seed", "dice_volume", "tumour_pixels_true", "tumour_pixels_pred")
+SWEEP_PATIENT_COLUMNS = ("config_id", "trial_id", "encoder", "optimizer", "lr", *PATIENT_COLUMNS)
 SPEED_KEYS = ("it_per_s", "img_per_s")  # per epoch in a trial's history; results.csv holds their means
 HAS_RESULT = ("finished", "diverged")  # statuses of a trial that left test metrics and a checkpoint
 PRIMARY_METRIC = "dice_volume_mean"
@@ -63,7 +69,7 @@ def results_columns() -> tuple[str, ...]:
     metrics = metric_names()
     return (*CONFIG_COLUMNS, "status", "epochs_completed", "best_epoch",
             *(metric_key("val", m) for m in metrics), *(metric_key("test", m) for m in metrics), "train_loss",
-            *SPEED_KEYS, "gpus", "workers", "run_dir", "error")
+            *SPEED_KEYS, "gpus", "workers", "run_dir", "error", "stopped_epoch")
 
 
 def is_number(v: Any) -> bool:
@@ -87,18 +93,30 @@ def mean_metric_key(key: str) -> str:
     return f"{key}_mean"
 
 
+def repeat_seed(trial_id: str, seed: Any) -> int | None:
+    """``seed`` when ``trial_id`` names it as a repeat (ends in ``-seed<seed>``: ``orchestrator.grids.with_seeds``),
+    else None: a trial of a sweep without --seeds trains with a seed too, but is no repeat."""
+    if seed is None or isinstance(seed, bool):
+        return None
+    return int(seed) if str(trial_id).endswith(f"-seed{int(seed)}") else None
+
+
 def config_row(trial_id: str, config: Any) -> dict[str, Any]:
-    """The ``CONFIG_COLUMNS`` of one trial, from its ``TrainConfig`` (read by attribute)."""
-    return {"trial_id": trial_id, **{k: getattr(config, k) for k in CONFIG_COLUMNS[1:]}}
+    """The ``CONFIG_COLUMNS`` of one trial, from its ``TrainConfig`` (read by attribute; ``seed`` only for a
+    repeat, ``repeat_seed``)."""
+    row = {"trial_id": trial_id, **{k: getattr(config, k) for k in CONFIG_COLUMNS[1:]}}
+    row["seed"] = repeat_seed(trial_id, row["seed"])
+    return row
 
 
 def parse_config(params: Mapping[str, str]) -> dict[str, Any]:
     """``CONFIG_COLUMNS`` (but the trial id) from a trial's logged params (strings), typed as in results.csv;
-    a missing or ``None`` value is None."""
+    a missing or ``None`` value is None, and ``seed`` is None unless the logged ``trial_id`` names a repeat."""
     out: dict[str, Any] = {}
     for k in CONFIG_COLUMNS[1:]:
         v = params.get(k)
         out[k] = None if v in (None, "", "None") else CONFIG_TYPES.get(k, str)(v)
+    out["seed"] = repeat_seed(params.get("trial_id", ""), out["seed"])
     return out
 
 

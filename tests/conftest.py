@@ -42,6 +42,18 @@ def prepared(tmp_path_factory) -> Path:
     return root / "prepared"
 
 
+@pytest.fixture(scope="session")
+def prepared_tested(tmp_path_factory) -> Path:
+    """A prepared directory of 8 short synthetic patients, 4 of them test patients (3 train, 1 val): enough
+    patients for the per-patient statistics to pair configurations (``prepared`` tests one)."""
+    from data_prep import make_synthetic, prepare
+
+    root = tmp_path_factory.mktemp("sweep-data-tested")
+    make_synthetic(root / "src", patients=8, seed=5, min_slices=20, max_slices=22)
+    prepare(root / "src", root / "prepared", workers=1, val_frac=0.125, test_frac=0.5)
+    return root / "prepared"
+
+
 @pytest.fixture
 def scratch_runs(tmp_path, monkeypatch) -> Path:
     """Trial run directories in this test's tmp dir (inherited by the local Ray a sweep starts)."""

@@ -32,8 +32,11 @@ log = logging.getLogger(__name__)
 @click.option("--buffer-dir", type=click.Path(file_okay=False), default=None,
               help="Buffered records to upload with --sync (default SWEEP_DIR/mlflow-buffer).")
 @click.option("--no-plots", is_flag=True, help="Tables only.")
+@click.option("--against", default=None, metavar="FULL_SWEEP",
+              help="For a sweep screened with --scheduler asha: a full-grid sweep of the same grid (directory or "
+              "name); the screening section then says whether its winner survived.")
 @user_errors
-def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
+def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots, against):
     """Print SWEEP's results in the paper's layout (one table per learning rate) and write tables and plots.
 
     SWEEP is a sweep directory (holding results.csv) or a sweep name (looked up in --storage, else in MLflow).
@@ -50,7 +53,7 @@ def report_cmd(sweep, out, storage, tracking_uri, sync, buffer_dir, no_plots):
     if sync:
         click.echo(_sync(sweep, storage, tracking_uri, buffer_dir))
     rep = make_report(sweep, out=out, storage=storage, plots=not no_plots,
-                      load=functools.partial(_read_mlflow, tracking_uri))
+                      load=functools.partial(_read_mlflow, tracking_uri), against=against)
     click.echo(f"results: {rep.source}\n")
     click.echo(rep.markdown)
     for key, path in rep.paths.items():

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orchestrator import workdir
 from orchestrator.cli.common import data_option, make_console, user_errors
-from orchestrator.config import LOSSES, SweepConfig, TrackingConfig
+from orchestrator.config import LOSSES, SCHEDULERS, SweepConfig, TrackingConfig
 from orchestrator.sweep.plan import LAUNCHERS
 
 
@@ -62,19 +62,37 @@ def _plan_table(plans, title: str) -> Table:
               help="K-fold cross-validation over patients: every configuration becomes K trials "
               "(<id>-fold<k>), gathered into cv/<id>/ and cv_results.csv, every patient tested once. "
               "Default: the prepared train/val/test split.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train every configuration (every fold) N times, with seeds 0..N-1 (<id>-seed<s>, results.csv's "
+              "seed column), so the report's statistics can tell configurations from seeds. Default: once, with the "
+              "configuration's seed.")
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=None, metavar="K",
               help="After the sweep, delete best.pt of the trials outside the top K by test dice_volume_mean "
               "(metrics, plots and tables stay). Default: keep all.")
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="fifo", show_default=True,
+              help="fifo: the full grid, every trial to its last epoch. asha: ASHA screening (Ray Tune's "
+              "ASHAScheduler) stops the trials that trail at each rung; they are stopped_early in results.csv and "
+              "screening.md says what it saved.")
+@click.option("--grace-period", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --scheduler asha: the first rung, in epochs. Default: max(2, epochs // 4): slow starters "
+              "(SGD, lr 1e-4) need time (short-horizon bias).")
+@click.option("--reduction-factor", type=click.IntRange(min=2), default=3, show_default=True, metavar="R",
+              help="With --scheduler asha: rungs at grace * R^k epochs; each rung keeps 1 in R trials.")
+@click.option("--asha-metric", default="val_dice_volume_mean", show_default=True, metavar="NAME",
+              help="With --scheduler asha: the val_ column of results.csv trials are ranked by (a *loss is "
+              "minimised).")
 @user_errors
 def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, cpus_per_trial, max_concurrent,
           launcher, resume, restart_errored, epochs, batch_size, loss, max_steps, image_size, tracking_uri,
-          no_tracking, folds, keep_checkpoints):
+          no_tracking, folds, seeds, keep_checkpoints, scheduler, grace_period, reduction_factor, asha_metric):
     """Train every configuration of a grid on Ray Tune: packed onto GPUs, resumable, tracked in MLflow.
 
     \b
     orch sweep --grid paper --dry-run               # the 45 configurations and what each gets
     orch sweep --grid smoke --data prepared/        # a tiny sweep on this machine
     orch sweep --grid smoke --folds 5 --dry-run     # 5-fold cross-validation: 5 trials per configuration
+    orch sweep --grid smoke --seeds 3 --dry-run     # every configuration with seeds 0, 1, 2
+    orch sweep --grid paper --scheduler asha        # ASHA screening: stop the trailing trials early
     orch sweep --grid paper --address auto --storage s3://bucket/sweeps --tracking-uri http://head:5000
     """
     if as_json and not dry_run:
@@ -84,7 +102,8 @@ def sweep(grid, name, dry_run, as_json, data, storage, address, gpus_per_trial, 
     cfg = SweepConfig(name=name, grid=grid, storage=storage, address=address, gpus_per_trial=gpus_per_trial,
                       cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, resume=resume,
                       restart_errored=restart_errored, launcher=launcher, keep_checkpoints=keep_checkpoints,
-                      folds=folds,
+                      folds=folds, seeds=seeds, scheduler=scheduler, grace_period=grace_period,
+                      reduction_factor=reduction_factor, asha_metric=asha_metric,
                       overrides={k: v for k, v in overrides.items() if v is not None})
     if dry_run:
         _print_plan(cfg, as_json)
@@ -110,9 +129,10 @@ def _print_plan(cfg: SweepConfig, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
         return
-    folds = cfg.folds
-    what = f"{len(plans)} configurations" if not folds else \
-        f"{len(plans) // folds} configurations x {folds} folds = {len(plans)} trials"
+    repeats = [f"{n} {what}" for n, what in ((cfg.folds, "folds"), (cfg.seeds, "seeds")) if n]
+    per_row = (cfg.folds or 1) * (cfg.seeds or 1)
+    what = f"{len(plans)} configurations" if not repeats else \
+        f"{len(plans) // per_row} configurations x {' x '.join(repeats)} = {len(plans)} trials"
     if any(p.gpus for p in plans) or not plans:
         title = f"grid {cfg.grid}: {what} on GPUs"
     else:

@@ -7,7 +7,9 @@ optional ``trial_id`` column names rows; without it a row's id is ``TrainConfig.
 timestamps. Adding a grid is adding a file; ``load_grid`` also accepts a path to a CSV of the same shape.
 
 Cross-validation is not a grid column: ``with_folds(entries, K)`` turns every row into K trials
-(``<row id>-fold<k>``), which ``orch sweep --folds K`` schedules; ``config_id`` maps a trial id back to its row.
+(``<row id>-fold<k>``), which ``orch sweep --folds K`` schedules. Repeats are not either: ``with_seeds(entries, N)``
+turns every trial into N (``<id>-seed<s>``, ``TrainConfig.seed`` = s for s = 0..N-1), which ``orch sweep --seeds N``
+schedules; ``expand`` does both. ``config_id`` maps a trial id back to its row.
 
     >>> entries = load_grid("paper", overrides={"epochs": 2})
     >>> len(entries), entries[0].trial_id
@@ -19,7 +21,7 @@ from __future__ import annotations
 import csv
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,12 @@ class GridError(ConfigError):
 
 @dataclass(frozen=True)
 class GridEntry:
-    """One row of a grid: a stable id and the full training configuration."""
+    """One row of a grid: a stable id and the full training configuration; ``pinned``: the TrainConfig fields the
+    row (or an override) set, which ``with_seeds`` must not silently replace."""
 
     trial_id: str
     config: TrainConfig
+    pinned: frozenset[str] = frozenset()
 
 
 def list_grids() -> list[str]:
@@ -130,7 +134,7 @@ def load_grid(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
             raise GridError(f"{path} line {lineno}: trial id {trial_id!r} repeats line {seen[trial_id]}; rows "
                             "that differ beyond encoder/optimizer/lr need a trial_id column")
         seen[trial_id] = lineno
-        entries.append(GridEntry(trial_id=trial_id, config=cfg))
+        entries.append(GridEntry(trial_id=trial_id, config=cfg, pinned=frozenset(values)))
     return entries
 
 
@@ -153,11 +157,49 @@ def with_folds(entries: list[GridEntry], folds: int | None) -> list[GridEntry]:
     if named:
         raise GridError(f"grid row(s) {', '.join(named[:3])} already set folds/fold: leave those columns out of "
                         "the grid and pass --folds K to cross-validate every row")
-    return [GridEntry(e.trial_id + FOLD_SUFFIX.format(k), e.config.replace(folds=folds, fold=k))
+    return [replace(e, trial_id=e.trial_id + FOLD_SUFFIX.format(k), config=e.config.replace(folds=folds, fold=k))
             for e in entries for k in range(1, folds + 1)]
 
 
-def config_id(trial_id: str, fold: int | None) -> str:
-    """The grid row id of a trial: ``resnet34-adamw-lr1e-03-fold2`` (fold 2) -> ``resnet34-adamw-lr1e-03``."""
-    suffix = FOLD_SUFFIX.format(fold) if fold is not None else ""
+# Trial id of seed s of a trial: <id>-seed<s> (results_schema.repeat_seed reads it back for results.csv's seed).
+SEED_SUFFIX = "-seed{}"
+
+
+def seed_values(seeds: int) -> range:
+    """The seeds of ``--seeds N``: 0..N-1, so seed 0 is ``TrainConfig.seed``'s default (what a run without
+    --seeds trains) and ``--seeds 1`` repeats nothing."""
+    return range(seeds)
+
+
+def with_seeds(entries: list[GridEntry], seeds: int | None) -> list[GridEntry]:
+    """Every entry as ``seeds`` trials that differ only in ``TrainConfig.seed`` (``None``: unchanged), the seeds
+    of one entry together. Seed s of entry ``e`` is ``GridEntry(f"{e.trial_id}-seed{s}", e.config.replace(seed=s))``
+    for s in ``seed_values(seeds)``; applied after ``with_folds``, ids read ``<row id>-fold<k>-seed<s>``."""
+    if seeds is None:
+        return list(entries)
+    if seeds < 1:
+        raise GridError(f"--seeds {seeds}: give at least 1 seed (e.g. --seeds 3)")
+    named = [e.trial_id for e in entries if "seed" in e.pinned]
+    if named:
+        raise GridError(f"grid row(s) {', '.join(named[:3])} already set seed: leave the seed column out of the "
+                        "grid and pass --seeds N to train every row with seeds 0..N-1")
+    return [replace(e, trial_id=e.trial_id + SEED_SUFFIX.format(s), config=e.config.replace(seed=s))
+            for e in entries for s in seed_values(seeds)]
+
+
+def expand(entries: list[GridEntry], folds: int | None = None, seeds: int | None = None) -> list[GridEntry]:
+    """The trials of a sweep over ``entries``: ``with_seeds(with_folds(entries, folds), seeds)`` (grid order, then
+    fold, then seed)."""
+    return with_seeds(with_folds(entries, folds), seeds)
+
+
+def _strip(trial_id: str, suffix: str) -> str:
     return trial_id[: -len(suffix)] if suffix and trial_id.endswith(suffix) else trial_id
+
+
+def config_id(trial_id: str, fold: int | None, seed: int | None = None) -> str:
+    """The grid row id of a trial: ``resnet34-adamw-lr1e-03-fold2-seed1`` (fold 2, seed 1), ``...-fold2`` or
+    ``...-seed1`` -> ``resnet34-adamw-lr1e-03``."""
+    if seed is not None:
+        trial_id = _strip(trial_id, SEED_SUFFIX.format(seed))
+    return _strip(trial_id, FOLD_SUFFIX.format(fold)) if fold is not None else trial_id

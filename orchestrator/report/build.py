@@ -1,4 +1,5 @@
-"""``orch report SWEEP``: find the sweep's results and write the tables and plots.
+"""``orch report SWEEP``: find the sweep's results and write the tables and plots (and, from the sweep directory's
+per_patient.csv, the statistics).
 
 Results come from the sweep directory's ``results.csv``; for a sweep with no directory here, from the caller's
 ``ResultsLoader`` (the CLI passes one that reads MLflow). This package never imports ``orchestrator.tracking``:
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.errors import MissingPathError, ResultsError
-from orchestrator.results_schema import RESULTS_CSV
+from orchestrator.results_schema import PER_PATIENT_CSV, RESULTS_CSV
 
 
 @dataclass
@@ -53,13 +54,16 @@ def _candidates(sweep: str, storage, workdir) -> list[Path]:
 
 def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str | os.PathLike | None = None,
                 workdir: str | os.PathLike | None = None, plots: bool = True,
-                load: ResultsLoader | None = None) -> ReportOutcome:
+                load: ResultsLoader | None = None, against: str | None = None) -> ReportOutcome:
     """Report the sweep ``sweep`` (a sweep directory or a sweep name); a sweep run with ``--folds K`` also gets
-    its cross-validation table (``cv_tables.md``, appended to ``markdown``).
+    its cross-validation table (``cv_tables.md``, appended to ``markdown``), and a sweep directory holding
+    ``per_patient.csv`` its statistics (``stats_*.csv``, ``stats.md`` appended to ``markdown``, plots); without
+    one ``markdown`` ends with a line saying why there are none.
 
     Results come from the sweep directory's ``results.csv`` when there is one, else from ``load(sweep name)``.
     Tables and plots go to ``out`` (default: the sweep directory, or ``<workdir>/reports/<sweep>`` for a sweep
-    read by ``load``)."""
+    read by ``load``). A sweep screened with ``--scheduler asha`` gets its screening section; ``against`` (a
+    full-grid sweep of the same grid, directory or name) says whether the full grid's winner survived it."""
     from orchestrator.report import write_report
     from orchestrator.report.cv import read_cv_results, write_cv_table
 
@@ -70,13 +74,44 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
         raise ResultsError(f"sweep {sweep!r} has no results yet ({results.source}): run or resume it with "
                            "`orch sweep`")
     out_dir = Path(out) if out else (sweep_dir or work / "reports" / Path(sweep).name)
-    paths = write_report(results.frame, out_dir, plots=plots)
+    patients = _read_patients(sweep_dir)
+    paths = write_report(results.frame, out_dir, plots=plots, patients=patients)
     markdown = paths["markdown"].read_text(encoding="utf-8")
     cv = read_cv_results(sweep_dir)  # a sweep run with --folds K: its cross-validation table follows
     if cv is not None:
         paths["cv_markdown"] = write_cv_table(cv, out_dir)
         markdown += "\n" + paths["cv_markdown"].read_text(encoding="utf-8")
+    paths.update(_screening(results.frame, sweep_dir, out_dir, against, storage, work, load, plots))
+    if "screening" in paths:
+        markdown += "\n" + paths["screening"].read_text(encoding="utf-8")
+    if "stats_markdown" in paths:
+        markdown += "\n" + paths["stats_markdown"].read_text(encoding="utf-8")
+    else:
+        markdown += (f"\nStatistics skipped: no {PER_PATIENT_CSV} in the sweep directory (a sweep from an older orch, "
+                     "or read from MLflow): the per-patient scores they need are not here.\n")
     return ReportOutcome(source=results.source, markdown=markdown, paths=paths)
+
+
+def _screening(results: pd.DataFrame, sweep_dir: Path | None, out_dir: Path, against: str | None, storage,
+               work: Path, load: ResultsLoader | None, plots: bool) -> dict[str, Path]:
+    """The screening files of a sweep screened with ASHA ({} for one that was not), compared with the full-grid
+    sweep ``against`` when given."""
+    from orchestrator.report.screening import report_screening
+
+    full = _read_results(against, find_sweep_dir(against, storage, work), storage, work, load).frame if against \
+        else None
+    return report_screening(results, sweep_dir, out_dir, full, plots=plots)
+
+
+def _read_patients(sweep_dir: Path | None) -> pd.DataFrame | None:
+    """The sweep directory's per-patient table (the statistics' input), None when it has none."""
+    path = sweep_dir / PER_PATIENT_CSV if sweep_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _read_results(sweep: str, sweep_dir: Path | None, storage, work: Path,

@@ -8,10 +8,13 @@ Written into the sweep directory, after ``results.csv``::
     cv/<config id>/cv_dice.png          per-patient Dice per fold, beside the published figures
     cv_results.csv                      one row per configuration (``COLUMNS``), in grid order
 
-``<config id>`` is the grid row's id, the trial id without its ``-fold<k>``. A configuration is ``complete`` only
-when all K folds left a result and every patient of the prepared data appears exactly once; otherwise it is
-written as it stands and marked incomplete (its figures cover ``n_patients`` of ``n_expected``), never passed off
-as a full cross-validation. No Ray and no MLflow here: the sweep's parent run logs these files (``SweepTracker``).
+``<config id>`` is the grid row's id, the trial id without its ``-fold<k>``. With ``--seeds N`` each seed's K folds
+are one cross-validation of their own, ``<row id>-seed<s>`` (the trial id without its ``-fold<k>``): cv_results.csv
+then holds one row per configuration and seed, in grid order, a configuration's seeds together. A configuration
+is ``complete`` only when all K folds left a result and every patient of the prepared data appears exactly once;
+otherwise it is written as it stands and marked incomplete (its figures cover ``n_patients`` of ``n_expected``),
+never passed off as a full cross-validation. No Ray and no MLflow here: the sweep's parent run logs these files
+(``SweepTracker``).
 """
 
 from __future__ import annotations
@@ -23,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.fs as pafs
 
 from orchestrator.config import ConfigError
 from orchestrator.errors import MissingPathError
 from orchestrator.files import atomic_write_text
-from orchestrator.grids import config_id
+from orchestrator.grids import SEED_SUFFIX, config_id
 from orchestrator.results_schema import CV_RESULTS, HAS_RESULT
 from orchestrator.sweep import storage as st
 
@@ -39,18 +41,9 @@ COLUMNS = ("config_id", "encoder", "optimizer", "lr", "loss", "folds", "folds_fi
            "mean", "median", "ci95_low", "ci95_high", "complete", "missing_patients", "cv_dir")
 
 
-def _read_text(path: str) -> str | None:
-    """A small file at a local path or a URI (``s3://...``); None when it is not there."""
-    fs, p = pafs.FileSystem.from_uri(path) if st.is_uri(path) else (pafs.LocalFileSystem(), path)
-    if fs.get_file_info(p).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(p) as f:
-        return f.read().decode("utf-8")
-
-
 def data_patients(data: str) -> list[str]:
     """Every patient of the prepared data at ``data`` (a directory or URI): what the folds partition."""
-    text = _read_text(st.join(data, "manifest.json"))
+    text = st.read_text(st.join(data, "manifest.json"))
     if text is None:
         raise MissingPathError(f"{data} holds no manifest.json: pass the prepared data directory (orch prep)")
     shards = json.loads(text)["shards"]
@@ -73,11 +66,22 @@ def _fold_result(trial_id: str, status: Any, run_dir: Any):
     # A diverged fold is a result too: scored with its best checkpoint, if any.
     if status not in HAS_RESULT or not isinstance(run_dir, str) or not run_dir:
         return None
-    text = _read_text(st.join(run_dir, "result.json"))
+    text = st.read_text(st.join(run_dir, "result.json"))
     if text is None:
         log.warning("%s is %s but %s holds no result.json: its fold counts as missing", trial_id, status, run_dir)
         return None
     return TrainResult.from_dict({**json.loads(text), "run_dir": run_dir})
+
+
+def _cv_ids(trials: pd.DataFrame) -> list[str]:
+    """The cross-validation each fold trial belongs to: its grid row id, or with ``--seeds N`` its row's and seed's
+    (``<row id>-seed<s>``)."""
+    seeds = trials["seed"] if "seed" in trials.columns else pd.Series(None, index=trials.index, dtype=float)
+    out = []
+    for tid, fold, s in zip(trials["trial_id"], trials["fold"], pd.to_numeric(seeds, errors="coerce")):
+        seed = None if pd.isna(s) else int(s)
+        out.append(config_id(str(tid), int(fold), seed) + (SEED_SUFFIX.format(seed) if seed is not None else ""))
+    return out
 
 
 def write_sweep_cv(results: pd.DataFrame, sweep_dir: str | os.PathLike, folds: int,
@@ -92,7 +96,7 @@ def write_sweep_cv(results: pd.DataFrame, sweep_dir: str | os.PathLike, folds: i
     sweep_dir = Path(sweep_dir)
     folds_of = results["fold"] if "fold" in results.columns else pd.Series(None, index=results.index, dtype=float)
     trials = results[pd.to_numeric(folds_of, errors="coerce").notna()]
-    ids = [config_id(str(t), int(f)) for t, f in zip(trials["trial_id"], trials["fold"])]
+    ids = _cv_ids(trials)
     out_rows: list[dict[str, Any]] = []
     for cid in dict.fromkeys(ids):  # grid order
         group = trials[[i == cid for i in ids]]

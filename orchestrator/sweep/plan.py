@@ -17,7 +17,7 @@ from typing import Any
 
 from models import list_encoders
 from orchestrator.config import ConfigError, SweepConfig, TrainConfig
-from orchestrator.grids import GridEntry, with_folds
+from orchestrator.grids import GridEntry, expand
 
 # Data keyed by the registry's encoders (models.list_encoders(); a test holds the keys and the registry together).
 DEFAULT_GPU_SHARE = {"resnet18": 0.25, "resnet34": 0.25, "resnet50": 0.5, "resnet101": 0.5, "resnet152": 1.0}
@@ -78,8 +78,9 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
     fill the gaps at the end of the sweep instead of a ResNet152 starting last).
 
     ``use_gpus=False`` (no GPU in the cluster) runs every trial on ``cfg.cpus_per_trial`` CPUs. With
-    ``cfg.folds = K`` every entry is K trials, one per cross-validation fold (``grids.with_folds``), each planned
-    and packed like any other trial.
+    ``cfg.folds = K`` every entry is K trials, one per cross-validation fold (``grids.with_folds``), and with
+    ``cfg.seeds = N`` every trial N, one per seed (``grids.with_seeds``), each planned and packed like any other
+    trial.
     """
     if cfg.launcher not in LAUNCHERS:
         raise ConfigError(f"launcher={cfg.launcher!r} is not valid; choose one of: {', '.join(LAUNCHERS)}")
@@ -89,7 +90,7 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
                           "number of GPUs (DDP across them), or 0 for CPU-only")
     if cfg.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial {cfg.cpus_per_trial} must be > 0")
-    entries = with_folds(entries, cfg.folds)
+    entries = expand(entries, cfg.folds, cfg.seeds)
     plans = []
     for e in entries:
         gpus = 0.0 if not use_gpus else (float(g) if g is not None else gpu_share(e.config.encoder))

@@ -4,6 +4,7 @@ and prints one plain line per trial event anywhere else (a log file, ``ray job s
     trial resnet18-adam-lr1e-03: started
     trial resnet18-adam-lr1e-03: epoch 3/10 val dice_volume_mean 0.612 (142 img/s)
     trial resnet18-adam-lr1e-03: finished, test dice_volume_mean 0.701
+    trial resnet18-sgd-lr1e-04: stopped early by the scheduler after epoch 3/10 (best val dice_volume_mean 0.412)
 
 Table columns: trial, status, epoch, best validation ``dice_volume_mean``, images/s of the last epoch, elapsed time.
 The callback also keeps per-trial timings (driver start, first report, the trial's own clock) that the
@@ -23,11 +24,15 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.fmt import fmt_value
+from orchestrator.report.screening import STOPPED_EARLY
+from orchestrator.results_schema import is_number
 from orchestrator.sweep.plan import TrialPlan
 
 log = logging.getLogger(__name__)
 
-_STYLE = {"finished": "green", "diverged": "yellow", "error": "red", "running": "cyan", "pending": "dim"}
+_STYLE = {"finished": "green", "diverged": "yellow", "error": "red", "running": "cyan", "pending": "dim",
+          STOPPED_EARLY: "magenta"}
+_ENDED = ("finished", "diverged", STOPPED_EARLY, "error")
 
 
 @dataclass
@@ -127,13 +132,15 @@ class SweepProgress(Callback):
             s.status = str(result.get("status", "finished"))
             # A trial that diverged in epoch 3 completed 2: keep the epoch it reached.
             s.epoch = max(s.epoch, int(result.get("epochs_completed", s.epoch)))
-            if result.get("val_dice_volume_mean") is not None:
+            if is_number(result.get("val_dice_volume_mean")):
                 s.best_dice = float(result["val_dice_volume_mean"])
-            if result.get("test_dice_volume_mean") is not None:
+            if is_number(result.get("test_dice_volume_mean")):
                 s.test_dice = float(result["test_dice_volume_mean"])
         else:
             s.epoch = int(result.get("epoch", s.epoch))
             s.status = "diverged" if result.get("status") == "diverged" else "running"
+            if result.get("done") and s.status == "running":  # Tune marks the result its scheduler stopped it at
+                s.status = STOPPED_EARLY
             dice = result.get("dice_volume_mean")
             if dice is not None and (s.best_dice is None or dice > s.best_dice):
                 s.best_dice = float(dice)
@@ -154,6 +161,9 @@ class SweepProgress(Callback):
                 s.status = "finished"
             if s.status == "diverged":
                 self._say(f"trial {s.trial_id}: diverged in epoch {s.epoch}/{s.epochs}")
+            elif s.status == STOPPED_EARLY:
+                self._say(f"trial {s.trial_id}: stopped early by the scheduler after epoch {s.epoch}/{s.epochs} "
+                          f"(best val dice_volume_mean {fmt_value(s.best_dice)})")
             elif s.test_dice is not None:
                 self._say(f"trial {s.trial_id}: {s.status}, test dice_volume_mean {fmt_value(s.test_dice)}")
             else:
@@ -171,7 +181,7 @@ class SweepProgress(Callback):
 
     def render(self) -> Table:
         elapsed = time.time() - self._t0
-        done = sum(s.status in ("finished", "diverged", "error") for s in self.states.values())
+        done = sum(s.status in _ENDED for s in self.states.values())
         table = Table(title=f"{self.title}: {done}/{len(self.states)} trials done, {elapsed:.0f}s",
                       title_justify="left", expand=False)
         for col, just in (("trial", "left"), ("status", "left"), ("epoch", "right"), ("best val dice", "right"),

@@ -5,17 +5,22 @@ Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://buck
     tuner.pkl, experiment_state-*.json   Tune's experiment state (what ``Tuner.restore`` reads)
     orch-sweep.json                      the planned trials (configs + resources); a rerun must match it
     <trial_id>/checkpoint_NNNNNN/        the trial's latest checkpoint = its run directory (last.pt, best.pt,
-                                         result.json, history.csv, per_patient_dice.csv, plots); a finished
+                                         result.json, history.csv, per_patient_dice.csv, per_patient.csv,
+                                         plots); a finished
                                          trial's holds no last.pt, and no best.pt outside the top
                                          ``keep_checkpoints`` (MLflow refers to the kept best.pt, never copies it
                                          unless ``TrackingConfig.log_checkpoints="copy"``)
     ray-train/<trial_id>/                Ray Train runs of trials with --gpus-per-trial > 1
     results.csv                          one row per trial (``orchestrator.results_schema``): a configuration,
-                                         or with --folds K one fold of one (``fold`` column)
+                                         or with --folds K one fold of one (``fold`` column), with --seeds N
+                                         one seed of one (``seed`` column)
+    per_patient.csv                      every trial's test patients, one row each (``orchestrator.sweep.patients``)
     cv/<config id>/, cv_results.csv      with --folds K: each configuration's K folds gathered, every patient
                                          tested once (``orchestrator.sweep.cv``)
     paper_tables.*, plot_*.png           the report (``orchestrator.report.write_report``), written once,
                                          before MLflow's finish uploads it
+    stats_*.csv, stats.md                its statistics from per_patient.csv (which configurations differ
+                                         from the best beyond patient noise; ``orchestrator.report.stats``)
     mlflow-buffer/                       MLflow records an outage left (``orch report --sync`` uploads them)
 
 Running the same command again restores the sweep: finished trials are kept, unfinished ones continue from
@@ -35,11 +40,12 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
-from orchestrator.grids import load_grid, with_folds
+from orchestrator.grids import expand, load_grid
 from orchestrator.report import write_report
-from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, RANK_BY, RESULTS_CSV, top_trials
+from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, PER_PATIENT_CSV, RANK_BY, RESULTS_CSV, top_trials
 from orchestrator.sweep import storage as st
 from orchestrator.sweep.cv import check_folds, write_sweep_cv
+from orchestrator.sweep.patients import write_sweep_patients
 from orchestrator.sweep.plan import (
     TrialPlan,
     default_max_concurrent,
@@ -47,6 +53,13 @@ from orchestrator.sweep.plan import (
     trial_process_reuse,
 )
 from orchestrator.sweep.rows import collect_rows, status_counts, write_results
+from orchestrator.sweep.schedulers import (
+    SchedulerConfig,
+    build_scheduler,
+    common_epochs,
+    trial_histories,
+    write_sweep_screening,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +121,8 @@ class _Site:
     exp_path: str  # <storage>/<name>: Tune's experiment directory
     results_dir: Path  # local directory of results.csv and the report
     restorable: bool  # a previous run left Tune state to restore
+    scheduler: SchedulerConfig  # fifo: the full grid; asha: screening
+    epochs: int | None  # --scheduler asha: every trial's epochs (None: fifo)
 
 
 @dataclass
@@ -117,6 +132,7 @@ class _Trials:
     df: pd.DataFrame
     tracker: Any  # tracking.SweepTracker, or None without tracking
     timings: dict[str, Any]
+    histories: pd.DataFrame | None = None  # --scheduler asha: every trial's per-epoch metric
 
 
 def run_sweep(cfg: SweepConfig, tracking: TrackingConfig | None = TrackingConfig(), console=None,
@@ -152,8 +168,13 @@ def _locate(cfg: SweepConfig, workdir: Path) -> _Site:
         raise ConfigError(f"--resume: there is no sweep {name!r} to resume in {storage} (no Tune experiment state "
                           f"in {exp_path}); run without --resume to start it")
     results_dir = Path(exp_path) if not st.is_uri(exp_path) else workdir / "sweeps" / name
+    scheduler = SchedulerConfig(kind=cfg.scheduler, grace_period=cfg.grace_period,
+                                reduction_factor=cfg.reduction_factor, metric=cfg.asha_metric)
+    epochs = common_epochs(e.config.epochs for e in entries) if scheduler.kind == "asha" else None
+    if epochs is not None:
+        scheduler.check(epochs)  # a ConfigError before Ray starts: no rung below the last epoch
     return _Site(name=name, entries=entries, data=data, patients=patients, storage=storage, exp_path=exp_path,
-                 results_dir=results_dir, restorable=restorable)
+                 results_dir=results_dir, restorable=restorable, scheduler=scheduler, epochs=epochs)
 
 
 def _start_ray(cfg: SweepConfig) -> bool:
@@ -176,7 +197,8 @@ def _start_ray(cfg: SweepConfig) -> bool:
 
 def _run_trials(cfg: SweepConfig, site: _Site, tracking: TrackingConfig | None, console, workdir: Path) -> _Trials:
     """Plan the trials on the cluster's resources, open the MLflow parent run, run (or restore) the Tune experiment
-    with the live table, and collect one row per trial in the grid's order (with --folds, a row's folds together)."""
+    with the live table, and collect one row per trial in the grid's order (with --folds / --seeds, a row's folds
+    and seeds together)."""
     import ray
 
     from orchestrator.sweep.progress import SweepProgress
@@ -197,12 +219,13 @@ def _run_trials(cfg: SweepConfig, site: _Site, tracking: TrackingConfig | None, 
             grid = tuner.fit()
         finally:
             progress.stop()
-        order = {e.trial_id: i for i, e in enumerate(with_folds(site.entries, cfg.folds))}
+        order = {e.trial_id: i for i, e in enumerate(expand(site.entries, cfg.folds, cfg.seeds))}
         df = collect_rows(grid, sorted(plans, key=lambda p: order[p.trial_id]))
+        histories = trial_histories(grid, site.scheduler.metric) if site.epochs else None
     finally:
         if own_ray:
             ray.shutdown()
-    return _Trials(df=df, tracker=tracker, timings=dict(progress.states))
+    return _Trials(df=df, tracker=tracker, timings=dict(progress.states), histories=histories)
 
 
 def _trial_specs(plans: list[TrialPlan], site: _Site, spec_tracking: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -229,7 +252,8 @@ def _new_tuner(cfg: SweepConfig, site: _Site, plans: list[TrialPlan], specs: lis
                                     # trim its heap after each trial (without, two reused processes of the
                                     # 45-trial demo grew to 10.9 GB each). Trials with GPUs get a fresh process:
                                     # it returns the CUDA context and cached memory to the trials packed beside it.
-                                    reuse_actors=trial_process_reuse(plans)),
+                                    reuse_actors=trial_process_reuse(plans),
+                                    scheduler=build_scheduler(site.scheduler, site.epochs) if site.epochs else None),
         run_config=tune.RunConfig(
             name=site.name, storage_path=site.storage, verbose=0, callbacks=[progress],
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
@@ -272,15 +296,19 @@ def _attach_callbacks(tuner, callbacks: list) -> bool:
 
 def _conclude(cfg: SweepConfig, site: _Site, trials: _Trials,
               tracking: TrackingConfig | None) -> tuple[dict[str, Path], dict[str, str]]:
-    """After the trials: prune checkpoints, write results.csv, the report (tables and plots, once) and the
-    cross-validation files, then let MLflow upload them and end the parent run; copy the results to a remote
-    storage. Returns (report files, trial id -> kept best.pt)."""
+    """After the trials: prune checkpoints, write results.csv, the per-patient table, the report (tables, plots
+    and statistics, once) and the cross-validation files, then let MLflow upload them and end the parent run; copy
+    the results to a remote storage. Returns (report files, trial id -> kept best.pt)."""
     df = trials.df
     if st.is_uri(site.storage):  # Tune's paths lack the scheme: results.csv says s3://bucket/..., not bucket/...
         df["run_dir"] = [st.location(d, site.storage) if isinstance(d, str) else d for d in df["run_dir"]]
     kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints, site.exp_path)
     write_results(df, site.results_dir)
-    report = write_report(df, site.results_dir)
+    patients = write_sweep_patients(df, site.results_dir)
+    report = write_report(df, site.results_dir, patients=patients)
+    report["per_patient"] = site.results_dir / PER_PATIENT_CSV
+    if trials.histories is not None:  # screening.md, screening_rungs.csv, screening_history.csv, plot_screening.png
+        report.update(write_sweep_screening(df, trials.histories, site.scheduler, site.epochs, site.results_dir))
     if cfg.folds:  # before finish: the parent run logs cv_results.csv and cv/*/
         write_sweep_cv(df, site.results_dir, cfg.folds, site.patients)
     if trials.tracker is not None:

@@ -62,6 +62,15 @@ def file_size(path: str) -> int | None:
     return info.size if info.type == pafs.FileType.File else None
 
 
+def read_text(path: str) -> str | None:
+    """A small file at a local path or a URI (``s3://...``); None when it is not there."""
+    fs, p = _fs(path)
+    if fs.get_file_info(p).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read().decode("utf-8")
+
+
 def delete_file(path: str) -> int:
     """Delete the file at ``path`` (local path or URI) if it exists; returns the bytes freed."""
     size = file_size(path)

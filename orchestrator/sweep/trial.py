@@ -5,6 +5,9 @@ code in-process or in every Ray Train worker); ``run_trial`` is the Tune functio
 directly (<= 1 GPU: no controller actor or worker group to start, see BENCHMARKS.md) or builds a
 ``TorchTrainer`` that runs it on N workers with DDP (``--gpus-per-trial N > 1``).
 
+Stopping: a scheduler (``orch sweep --scheduler asha``) stops a trial after one of its epoch reports; Tune then
+exits the training thread from inside ``report`` (SystemExit), and the trial leaves its run directory as it was.
+
 Resuming: every epoch's report carries a checkpoint that is a copy of the run directory (``last.pt``,
 ``best.pt``, history...). A restarted trial (node lost, driver killed, sweep rerun) gets it back from
 ``tune.get_checkpoint()`` / ``ray.train.get_checkpoint()``, copies it into a fresh run directory and ``fit``
@@ -116,7 +119,8 @@ def train_loop(spec: dict[str, Any], report: Callable[..., None], checkpoint, ra
     def on_epoch(rep) -> None:
         if tracker is not None:
             tracker.log_epoch(rep.epoch, rep.metrics)
-        metrics = epoch_metrics(rep) | {"t_trial_start": t_start, "t_fit_start": t_fit}
+        # t_report: when this epoch was reported, the order a scheduler saw the trials reach a rung in.
+        metrics = epoch_metrics(rep) | {"t_trial_start": t_start, "t_fit_start": t_fit, "t_report": time.time()}
         # The last epoch's checkpoint would be superseded seconds later by the final one (after the test pass):
         # skip that copy of the run directory (a kill in between costs one epoch, not the trial).
         last_epoch = rep.epoch >= plan.config.epochs or rep.status == "diverged"
@@ -125,6 +129,11 @@ def train_loop(spec: dict[str, Any], report: Callable[..., None], checkpoint, ra
 
     try:
         result = fit(plan.config, local_data(spec["data"]), run_dir, on_epoch=on_epoch)
+    except SystemExit:
+        # Tune stopped the trial (a scheduler's decision: `report` exits the training thread). Not a failure: the
+        # driver marks the child run stopped_early; the epoch's checkpoint already holds this scratch directory.
+        shutil.rmtree(inside(run_dir, run_dir.parent), ignore_errors=True)
+        raise
     except BaseException as e:
         if tracker is not None:  # mark the child run FAILED while Ray retries the trial (it reattaches then)
             tracker.fail(f"{type(e).__name__}: {e}")

@@ -56,4 +56,6 @@ def _row(run) -> dict:
     row.update({k: m.get(schema.mean_metric_key(k)) for k in schema.SPEED_KEYS})
     row["run_id"] = run.info.run_id
     row["run_dir"] = t.get(store.TAG_RUN_DIR)
+    stopped = t.get("orch.stopped_epoch")  # --scheduler asha: tagged by the driver when the sweep ends
+    row["stopped_epoch"] = int(stopped) if stopped not in (None, "") else None
     return row

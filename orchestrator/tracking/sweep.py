@@ -17,15 +17,18 @@ from mlflow.entities import Param, RunStatus, RunTag
 
 from orchestrator import __version__
 from orchestrator.files import atomic_write_text
-from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, RESULTS_CSV
+from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, PER_PATIENT_CSV, RESULTS_CSV
 from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
 
 # Files of the sweep directory logged on the parent run under report/, at their relative paths (written by the
-# sweep before it finishes: results.csv, the report's tables and plots, and for `orch sweep --folds K` the cv files).
+# sweep before it finishes: results.csv, the report's tables and plots, the per-patient table and its statistics,
+# and for `orch sweep --folds K` the cv files).
 SWEEP_ARTIFACT_GLOBS = ("results.csv", "paper_tables.*", "plot_*.png", "cv_results.csv", "cv/*/cv_per_patient.csv",
                         "cv/*/cv_summary.json", "cv/*/cv_dice.png",
+                        "per_patient.csv", "stats_*.csv", "stats.md", "plot_stats_ci.png", "plot_rank_stability.png",
+                        "plot_factor_*.png", "screening.md", "screening_rungs.csv", "screening_history.csv",
                         # orch train --folds K: its run directory is the "sweep" (tracking/train.py)
                         "cv_per_patient.csv", "cv_summary.json", "cv_dice.png")
 SWEEP_PENDING = "sweep-pending.json"  # in the buffer dir: a parent run whose finish waits for the store
@@ -179,6 +182,8 @@ class SweepTracker:
         """Log the report files of ``results_dir`` that exist on the parent run: ``report/`` and, for the files of
         ``cv/<config id>/``, ``report/cv/<config id>/``."""
         files = sorted({p for g in SWEEP_ARTIFACT_GLOBS for p in results_dir.glob(g) if p.is_file()})
+        if not (results_dir / RESULTS_CSV).is_file():  # an `orch train` run directory: its per_patient.csv is the
+            files = [p for p in files if p.name != PER_PATIENT_CSV]  # run's own, logged on its child run
         for p in files:
             where = Path("report") / p.parent.relative_to(results_dir)
             c.log_artifact(self.parent_run_id, str(p), where.as_posix())
@@ -188,6 +193,7 @@ class SweepTracker:
         """What only the driver knows of the trials once the sweep is over: which failed for good, where each
         checkpoint is kept, which trials are the top-k models."""
         self._mark_failed(c, results)
+        self._mark_stopped(c, results)
         kept = self._record_checkpoints(c, results, mode, checkpoints, pruned)
         if top_k > 0:
             self._log_models(results, top_k, mode, kept)
@@ -201,6 +207,25 @@ class SweepTracker:
         return st.finish(rec["results_dir"], top_k=rec["top_k"], status=rec["status"],
                          buffer_dir=Path(pending).parent, log_checkpoints=rec.get("log_checkpoints", "reference"),
                          checkpoints=rec.get("checkpoints"), pruned=rec.get("pruned"))
+
+    def _mark_stopped(self, c, results: pd.DataFrame) -> None:
+        """Child runs of trials the scheduler stopped (``--scheduler asha``) end KILLED with ``orch.status=
+        stopped_early`` and ``orch.stopped_epoch``: Tune ended the trial process mid-run, before it could say so.
+        A result, not a failure (never FAILED). Idempotent."""
+        if "status" not in results.columns or "stopped_epoch" not in results.columns:
+            return
+        children = store.children_by_trial(c, self.experiment_id, self.parent_run_id)
+        for _, row in results[results["status"] == "stopped_early"].iterrows():
+            run = children.get(str(row["trial_id"]))
+            if run is None:
+                continue
+            tags = [RunTag(store.TAG_STATUS, "stopped_early"),
+                    RunTag("orch.stopped_epoch", str(int(row["stopped_epoch"])))]
+            if isinstance(row.get("run_dir"), str) and row["run_dir"]:
+                tags.append(RunTag(store.TAG_RUN_DIR, row["run_dir"]))
+            c.log_batch(run.info.run_id, tags=tags)
+            if run.info.status != "KILLED":
+                c.set_terminated(run.info.run_id, "KILLED")
 
     def _mark_failed(self, c, results: pd.DataFrame) -> None:
         """Child runs of trials that ended in error (retries exhausted) are FAILED, with the error as a tag: the

@@ -30,6 +30,7 @@ RUN_DIR_ARTIFACTS = (
     ("learning_curve.png", None),
     ("overlay.png", None),
     ("per_patient_dice.csv", None),
+    ("per_patient.csv", None),
     ("history.csv", None),
     ("result.json", None),
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.files import atomic_write, atomic_write_text
+from orchestrator.results_schema import PATIENT_COLUMNS, PER_PATIENT_CSV
 
 
 @dataclass
@@ -63,10 +64,11 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows with possibly differing keys -> CSV with the union of keys (first-seen order), atomically."""
-    cols: list[str] = []
-    for r in rows:
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> None:
+    """Rows with possibly differing keys -> CSV with the union of keys (first-seen order), or exactly ``columns``
+    (a header even without rows), atomically."""
+    cols: list[str] = list(columns or ())
+    for r in rows if columns is None else ():
         cols += [k for k in r if k not in cols]
 
     def write(tmp: Path) -> None:
@@ -78,12 +80,35 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(path, write)
 
 
-def write_result(result: TrainResult) -> None:
-    """result.json, history.csv and per_patient_dice.csv into ``result.run_dir`` (result.json last: it marks
-    the run finished)."""
+def _fold_and_seed(run_dir: Path, config: Any) -> dict[str, Any]:
+    """``fold`` and ``seed`` of the run: from ``config`` (its TrainConfig), else from the ``config.json`` that
+    ``runs.claim`` recorded in ``run_dir``; None where neither says."""
+    if config is None and (run_dir / "config.json").is_file():
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+        except ValueError:
+            config = None
+    get = config.get if isinstance(config, dict) else (lambda k: getattr(config, k, None))
+    return {"fold": get("fold"), "seed": get("seed")}
+
+
+def patient_rows(result: TrainResult, config: Any = None) -> list[dict[str, Any]]:
+    """The run's test patients as the long table ``per_patient.csv`` holds (``PATIENT_COLUMNS``): one row per
+    patient with its volume Dice, tumour pixels, and the run's fold and seed (empty where none)."""
+    where = _fold_and_seed(Path(result.run_dir), config)
+    return [{"patient": r.get("patient"), "split": "test", **where, "dice_volume": r.get("dice"),
+             "tumour_pixels_true": r.get("tumour_pixels_true"), "tumour_pixels_pred": r.get("tumour_pixels_pred")}
+            for r in result.per_patient if r.get("split") == "test"]
+
+
+def write_result(result: TrainResult, config: Any = None) -> None:
+    """result.json, history.csv, per_patient_dice.csv (every evaluated patient, as users read it) and
+    per_patient.csv (the test patients as a long table, ``patient_rows``; ``config``: the run's TrainConfig, else
+    read from its config.json) into ``result.run_dir`` (result.json last: it marks the run finished)."""
     run_dir = Path(result.run_dir)
     write_csv(run_dir / "history.csv", result.history)
     write_csv(run_dir / "per_patient_dice.csv", result.per_patient)
+    write_csv(run_dir / PER_PATIENT_CSV, patient_rows(result, config), PATIENT_COLUMNS)
     atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestrator.config import TrainConfig
 from orchestrator.files import atomic_write_text
+from orchestrator.results_schema import PER_PATIENT_CSV
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ CONFIG_JSON = "config.json"
 RUNTIME_FIELDS = ("device", "amp", "cuda_graph", "eval_batch_size")
 # Everything fit writes into a run directory (and its temporary files): what --force may delete, and nothing else.
 RUN_FILES = (CONFIG_JSON, "last.pt", "best.pt", "result.json", "history.csv", "per_patient_dice.csv",
-             "learning_curve.png", "overlay.png")
+             PER_PATIENT_CSV, "learning_curve.png", "overlay.png")
 
 
 def identity(cfg: TrainConfig, data: Any) -> dict[str, Any]:

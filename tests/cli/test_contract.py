@@ -62,7 +62,7 @@ WRITES = {
     "prep": {"orch.toml", "prep/manifest.json", "prep/metadata.parquet", "prep/metadata_raw.parquet",
              "prep/shards/<patient>.h5", "prep/.orch-prep.json", "prep/.orch-prep.lock"},
     "train": {"run/config.json", "run/last.pt", "run/best.pt", "run/result.json", "run/history.csv",
-              "run/per_patient_dice.csv", "run/learning_curve.png", "run/overlay.png"},
+              "run/per_patient_dice.csv", "run/per_patient.csv", "run/learning_curve.png", "run/overlay.png"},
     "predict": {"pred/<folder>/<folder>_<n>_mask.tif", "pred/overlays/<folder>/<folder>_<n>.png",
                 "pred/patients.csv"},
     "evaluate": {"metrics.json", "per_patient.csv"},
@@ -108,3 +108,21 @@ def test_commands_write_the_same_files(tmp_path, monkeypatch):
         if command == "synth":
             folder = sorted(p.name for p in (tmp_path / "syn" / "kaggle_3m").iterdir() if p.is_dir())[0]
     assert written == WRITES
+
+
+# results.csv as users' scripts read it (pinned before the issue-11 refactor; issue 12 added seed and stopped_epoch;
+# a change here is a contract change).
+RESULTS_COLUMNS = [
+    "trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size", "fold", "seed", "status",
+    "epochs_completed",
+    "best_epoch", "val_dice_volume_mean", "val_dice_global", "val_dice_slice_pos", "val_dice_slice_all_empty1",
+    "val_iou_tumour", "val_miou_2class", "val_pixel_accuracy", "val_loss", "test_dice_volume_mean",
+    "test_dice_global", "test_dice_slice_pos", "test_dice_slice_all_empty1", "test_iou_tumour", "test_miou_2class",
+    "test_pixel_accuracy", "test_loss", "train_loss", "it_per_s", "img_per_s", "gpus", "workers", "run_dir", "error",
+    "stopped_epoch"]
+
+
+def test_results_csv_columns_are_the_contract():
+    from orchestrator.results_schema import results_columns
+
+    assert list(results_columns()) == RESULTS_COLUMNS

@@ -108,3 +108,21 @@ def test_orch_sweep_without_a_terminal_hands_the_sweep_a_plain_console(tmp_path,
     assert res.exit_code == 0, res.output
     console = run.call_args.kwargs["console"]
     assert not console.is_terminal and SweepProgress(_plans(), console=console).plain
+
+
+def test_a_trial_the_scheduler_stopped_shows_as_stopped_early():
+    out = io.StringIO()
+    progress = SweepProgress(_plans(), console=Console(file=out, width=60), title="sweep smoke")
+    a = _trial(A)
+    progress.on_trial_start(0, [], a)
+    # Tune marks the epoch result its scheduler stopped the trial at `done`; no final result follows.
+    progress.on_trial_result(0, [], a, {"epoch": 1, "status": "running", "dice_volume_mean": 0.25, "img_per_s": 50.0,
+                                        "final": False, "done": True, "val_dice_volume_mean": 0.25})
+    progress.on_trial_complete(0, [], a)
+    assert out.getvalue().splitlines()[-2:] == [
+        f"trial {A}: epoch 1/2 val dice_volume_mean 0.250 (50.0 img/s)",
+        f"trial {A}: stopped early by the scheduler after epoch 1/2 (best val dice_volume_mean 0.250)"]
+    assert progress.states[A].status == "stopped_early" and progress.states[A].ended is not None
+    table = io.StringIO()
+    Console(file=table, width=200).print(progress.render())
+    assert "1/4 trials done" in table.getvalue() and "stopped_early" in table.getvalue()
