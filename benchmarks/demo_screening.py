@@ -1,0 +1,52 @@
+"""ASHA screening against the full grid at demo scale (recorded in BENCHMARKS.md "## Screening", never asserted).
+
+Runs the paper grid scaled down exactly as ``orch demo`` does (the demo's overrides) under ``--scheduler asha``
+on the prepared data of a finished ``orch demo --workdir WORKDIR``, into the same sweep storage and MLflow store,
+then ``orch report <asha sweep> --against <demo sweep>``: the fraction of the full grid's epochs run and whether
+the full grid's winner survived.
+
+    .venv/bin/orch demo --workdir /tmp/demo30 --patients 30
+    .venv/bin/python benchmarks/demo_screening.py --workdir /tmp/demo30 [--grace-period 1] [--reduction-factor 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", required=True, type=Path, help="a finished `orch demo --workdir` directory")
+    ap.add_argument("--full", default="demo", help="the full-grid sweep's name (the demo's: demo)")
+    ap.add_argument("--name", default="demo-asha")
+    ap.add_argument("--grace-period", type=int, default=1)
+    ap.add_argument("--reduction-factor", type=int, default=3)
+    ap.add_argument("--metric", default="val_dice_volume_mean")
+    args = ap.parse_args()
+
+    from orchestrator.config import SweepConfig, TrackingConfig
+    from orchestrator.demo import DemoConfig
+    from orchestrator.report import make_report
+    from orchestrator.sweep import run_sweep
+    from orchestrator.tracking.store import default_tracking_uri
+
+    work = args.workdir.resolve()
+    demo = DemoConfig(workdir=str(work))
+    cfg = SweepConfig(name=args.name, grid=demo.grid, data=str(work / "prepared"), storage=str(work / "sweeps"),
+                      overrides=demo.overrides(), keep_checkpoints=demo.keep_checkpoints, scheduler="asha",
+                      grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                      asha_metric=args.metric)
+    t0 = time.perf_counter()
+    out = run_sweep(cfg, tracking=TrackingConfig(tracking_uri=default_tracking_uri(work)), workdir=work)
+    wall = time.perf_counter() - t0
+    rep = make_report(str(work / "sweeps" / args.name), against=str(work / "sweeps" / args.full), workdir=work)
+    print(rep.markdown)
+    print(json.dumps({"wall_s": round(wall, 1), "counts": out.counts,
+                      "screening": str(rep.paths.get("screening"))}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
