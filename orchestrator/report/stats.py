@@ -409,7 +409,19 @@ def _headline(s: Statistics) -> str:
                  f"{len(others) - len(tied)} significantly worse.")
     width = float(np.median((others["diff_ci95_high"] - others["diff_ci95_low"]) / 2))
     return text + (f" Not distinguishable is not equal: the paired 95 % CIs of the differences are about "
-                   f"±{fmt_value(width)} wide, so smaller differences cannot be resolved with these patients.")
+                   f"±{fmt_value(width)} wide, so smaller differences cannot be resolved with these patients."
+                   + _power_note(c.n_patients, len(others), c.alpha))
+
+
+def _power_note(n: int, m: int, alpha: float) -> str:
+    """A warning when ``n`` patients cannot make any of ``m`` Holm-corrected comparisons significant: the smallest
+    exact two-sided Wilcoxon p over n pairs is 2 / 2**n (every difference of one sign), and Holm multiplies the
+    smallest p by m."""
+    smallest = min(1.0, 2.0 / 2.0 ** n) if n < 64 else 0.0
+    if smallest * m <= alpha:
+        return ""
+    return (f" With {n} patients no comparison can be significant: the smallest possible p is {fmt_p(smallest)}, "
+            f"x {m} comparisons (Holm) > {alpha:g}. Test more patients (`orch sweep --folds 5` tests every one).")
 
 
 def _friedman_sentence(f: Friedman, alpha: float, what: str = "configurations") -> str:

@@ -215,3 +215,11 @@ def test_folds_without_seeds_and_bad_tables(table):
         compare_to_best(table.drop(columns=["dice_volume"]))
     with pytest.raises(ResultsError, match="no test row"):
         compare_to_best(table.assign(split="val"))
+
+
+def test_too_few_patients_for_any_significance_is_said():
+    from orchestrator.report.stats import _power_note
+
+    assert "With 6 patients no comparison can be significant" in _power_note(6, 44, 0.05)  # 2/64 x 44 > 0.05
+    assert _power_note(6, 1, 0.05) == ""  # 0.031 alone can be significant
+    assert _power_note(30, 44, 0.05) == ""
