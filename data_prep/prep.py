@@ -14,17 +14,14 @@ and only files orch wrote there are ever replaced or removed (:mod:`data_prep.ou
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,25 +31,21 @@ from data_prep.atomic import atomic_write
 from data_prep.errors import PrepError, Problem, ValidationFailed
 from data_prep.layout import Layout, PatientSource, discover
 from data_prep.outdir import MANIFEST, METADATA, METADATA_RAW
+from data_prep.passes import ProgressFn, Scan, build_shard, run_tasks, scan_patient
 from data_prep.shards import (
     FORMAT_VERSION,
     SHARD_DIR,
     check_compression,
-    check_shard,
     file_sha256,
     shard_name,
-    write_shard,
 )
 from data_prep.split import split_patients, split_sizes
-from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE, load_slice, slice_digest
+from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``: called as patients finish ("validate", then "write")."""
 
 
 @dataclass(frozen=True)
@@ -80,89 +73,6 @@ class PrepOptions:
             raise ValueError(f"numeric_fill={self.numeric_fill!r}: choose one of {', '.join(md.NUMERIC_FILLS)}")
         if self.workers < 1:
             raise ValueError(f"workers={self.workers}: need at least 1")
-
-
-@dataclass
-class _Scan:
-    """Pass-1 result for one patient: which slices are good, their tumour pixel counts, content digest."""
-
-    patient: str
-    institution: str
-    good: list[int] = field(default_factory=list)
-    tumour_pixels: list[int] = field(default_factory=list)
-    digest: str = ""
-    problems: list[Problem] = field(default_factory=list)
-    bytes_in: int = 0
-
-
-def _scan(pat: PatientSource, salt: str) -> _Scan:
-    out = _Scan(pat.patient, pat.institution)
-    h = hashlib.sha256(salt.encode())
-    for s in pat.slices:
-        image, mask, problems, n = load_slice(s, pat.patient)
-        out.bytes_in += n
-        out.problems += problems
-        if image is not None and not problems:
-            out.good.append(s.n)
-            out.tumour_pixels.append(int(mask.sum()))
-            h.update(slice_digest(s.n, image, mask))
-    out.digest = h.hexdigest()
-    return out
-
-
-def _build(pat: PatientSource, good: list[int], fingerprint: str, path: Path, known_sha: str | None,
-           compression: str, level: int | None) -> dict:
-    """Pass 2 for one patient: reuse the shard at ``path`` when sound and built from this content, else write it."""
-    reused = False
-    if path.exists():
-        # Listed in the previous manifest: a matching hash proves the bytes. Left by a killed run (no manifest):
-        # every chunk's checksum is read instead.
-        reused = check_shard(path, fingerprint, sha256=known_sha, slices=len(good), deep=False) is None
-        if not reused:
-            log.info("rebuilding shard %s", path.name)
-        elif known_sha is not None:
-            return {"sha256": known_sha, "bytes": path.stat().st_size, "reused": True}
-    if not reused:
-        by_n = {s.n: s for s in pat.slices}
-        images = np.empty((len(good), *IMAGE_SHAPE), np.uint8)
-        masks = np.empty((len(good), *MASK_SHAPE), np.uint8)
-        for i, n in enumerate(good):
-            image, mask, problems, _ = load_slice(by_n[n], pat.patient)
-            if image is None:
-                raise PrepError(f"{problems[0] if problems else by_n[n].image}: changed while prep was running; "
-                                "rerun `orch prep` once the source is stable")
-            images[i], masks[i] = image, mask
-        write_shard(path, pat.patient, np.array(good), images, masks, fingerprint, compression, level)
-    return {"sha256": file_sha256(path), "bytes": path.stat().st_size, "reused": reused}
-
-
-def _mp_context():
-    """fork where the platform has it: spawn/forkserver re-import the caller's ``__main__``, which breaks
-    scripts without a ``__main__`` guard and stdin scripts. The workers only decode TIFFs and write HDF5 files
-    they open themselves, so no lock another parent thread might hold (a progress bar's) is touched."""
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
-def _run(fn: Callable, tasks: list[tuple], workers: int, stage: str, progress: ProgressFn | None) -> list:
-    """``[fn(*t) for t in tasks]`` over ``workers`` processes (in order), reporting progress as tasks finish."""
-    total = len(tasks)
-    if progress:
-        progress(stage, 0, total)
-    if workers <= 1 or total <= 1:
-        results = []
-        for i, t in enumerate(tasks):
-            results.append(fn(*t))
-            if progress:
-                progress(stage, i + 1, total)
-        return results
-    with cf.ProcessPoolExecutor(min(workers, total), mp_context=_mp_context()) as pool:
-        futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
-        results: list = [None] * total
-        for done, fut in enumerate(cf.as_completed(futures), 1):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress(stage, done, total)
-    return results
 
 
 def _resolve(path: str | os.PathLike, what: str) -> Path:
@@ -210,8 +120,8 @@ class _Validated:
 
     lay: Layout
     raw: pd.DataFrame  # data.csv as read
-    scans: list[_Scan]
-    kept: list[tuple[PatientSource, _Scan]]
+    scans: list[Scan]
+    kept: list[tuple[PatientSource, Scan]]
     problems: list[Problem]  # excluded (``skip_invalid``): recorded in the manifest
     warnings: list[str]
 
@@ -254,7 +164,7 @@ def _validate(source: Path, out: Path, opts: PrepOptions, progress: ProgressFn |
     lay = discover(source)
     raw, csv_problems, csv_warnings = md.read_csv(lay.csv_path)
     salt = f"v{FORMAT_VERSION}:{opts.compression}:{opts.compression_level}"
-    scans: list[_Scan] = _run(_scan, [(p, salt) for p in lay.patients], opts.workers, "validate", progress)
+    scans: list[Scan] = run_tasks(scan_patient, [(p, salt) for p in lay.patients], opts.workers, "validate", progress)
     problems = lay.problems + csv_problems + [p for s in scans for p in s.problems]
     problems.sort(key=lambda p: (p.scope == "csv", p.patient or "", p.slice or 0, p.path))  # slices in order
     if problems and not opts.skip_invalid:
@@ -304,12 +214,12 @@ def _claim_out(out: Path, opts: PrepOptions, stack: contextlib.ExitStack, locked
     return found, old
 
 
-def _write_shards(out: Path, kept: list[tuple[PatientSource, _Scan]], shard_files: list[str], old: dict[str, str],
+def _write_shards(out: Path, kept: list[tuple[PatientSource, Scan]], shard_files: list[str], old: dict[str, str],
                   opts: PrepOptions, progress: ProgressFn | None) -> list[dict]:
-    """One shard per kept patient, reused where sound (:func:`_build`); ``[{sha256, bytes, reused}, ...]``."""
+    """One shard per kept patient, reused where sound (:func:`build_shard`); ``[{sha256, bytes, reused}, ...]``."""
     tasks = [(pat, scan.good, scan.digest, out / rel, old.get(rel), opts.compression, opts.compression_level)
              for (pat, scan), rel in zip(kept, shard_files)]
-    return _run(_build, tasks, opts.workers, "write", progress)
+    return run_tasks(build_shard, tasks, opts.workers, "write", progress)
 
 
 def _manifest(source: Path, found: _Validated, plan: _Plan, built: list[dict], opts: PrepOptions) -> dict:
@@ -343,7 +253,7 @@ def _manifest(source: Path, found: _Validated, plan: _Plan, built: list[dict], o
     }
 
 
-def _source_record(source: Path, lay: Layout, scans: list[_Scan]) -> dict:
+def _source_record(source: Path, lay: Layout, scans: list[Scan]) -> dict:
     """The manifest's ``source``: where the data came from, data.csv's checksum, the bytes read."""
     csv = lay.csv_path
     return {

@@ -23,7 +23,7 @@ import tifffile
 
 from data_prep.layout import CSV_COLUMNS
 
-# fork where available (see data_prep.prep._mp_context): spawn would re-run an unguarded caller script.
+# fork where available (see data_prep.passes.mp_context): spawn would re-run an unguarded caller script.
 _START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 log = logging.getLogger(__name__)

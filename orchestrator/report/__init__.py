@@ -62,7 +62,7 @@ def write_statistics(patients: pd.DataFrame | None, out_dir: str | os.PathLike,
     """The statistics section (``orchestrator.report.stats``: ``stats_*.csv``, ``stats.md`` and its plots) of the
     per-patient table into ``out_dir``, against the predict-nothing Dice/volume; when it cannot be computed
     (``statistics_skipped``, or no patient scored by every configuration) ``stats.md`` holds the one line why."""
-    from orchestrator.report.stats import write_statistics as _write_statistics
+    from orchestrator.report.stats_report import write_statistics as _write_statistics
 
     why = statistics_skipped(patients)
     if why is None:

@@ -18,9 +18,8 @@ from orchestrator.report.stats import (
     factor_comparison,
     holm,
     rank_stability,
-    statistics_markdown,
-    write_statistics,
 )
+from orchestrator.report.stats_report import statistics_markdown, write_statistics
 
 BEST, TWIN, BIG = "resnet34-adam-lr1e-03", "resnet34-adam-lr1e-04", "resnet50-sgd-lr1e-03"
 # config_id -> (encoder, optimizer, lr, effect on every patient's Dice); TWIN repeats BEST's scores exactly
@@ -218,7 +217,7 @@ def test_folds_without_seeds_and_bad_tables(table):
 
 
 def test_too_few_patients_for_any_significance_is_said():
-    from orchestrator.report.stats import _power_note
+    from orchestrator.report.stats_report import _power_note
 
     assert "With 6 patients no comparison can be significant" in _power_note(6, 44, 0.05)  # 2/64 x 44 > 0.05
     assert _power_note(6, 1, 0.05) == ""  # 0.031 alone can be significant
