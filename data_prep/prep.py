@@ -39,7 +39,7 @@ from data_prep.shards import (
     file_sha256,
     shard_name,
 )
-from data_prep.split import split_patients, split_sizes
+from data_prep.split import small_split_warning, split_patients, split_sizes
 from data_prep.tiffs import IMAGE_SHAPE, MASK_SHAPE
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ def _source_record(source: Path, lay: Layout, scans: list[Scan]) -> dict:
 
 def describe(manifest: dict, seconds: float, workers: int) -> str:
     """What ``orch prep`` reports of a run (``manifest`` as :func:`prepare` returns it): counts, the split, what was
-    left out or imputed, bytes in and out."""
+    left out or imputed, bytes in and out; a warning when the validation or test split is too small to trust."""
     m, sp = manifest, manifest["split"]
     prepared = set(m["institutions"])  # the prepared patients (data.csv may list more)
     imputed = [p for p in m["metadata"]["imputed_patients"] if p in prepared]
@@ -280,7 +280,7 @@ def describe(manifest: dict, seconds: float, workers: int) -> str:
         f"  excluded: {len(m['excluded'])}; warnings: {len(m['warnings'])} (both listed in manifest.json); "
         f"metadata imputed for {len(imputed)} patient(s), {len(incomplete)} flagged incomplete\n"
         f"  bytes in {_mb(b_in)}, out {_mb(b_out)} ({b_out / max(b_in, 1):.2f}x)"
-    )
+    ) + (f"\n  {few}" if (few := small_split_warning(sp)) else "")
 
 
 def _mb(n: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+FEW_PATIENTS = 5  # a validation or test split below this many patients gives figures one patient can swing
 
 
 def split_sizes(n: int, val_frac: float, test_frac: float) -> dict[str, int]:
@@ -66,3 +67,17 @@ def institution(patient: str) -> str:
     """``TCGA_CS_4941`` -> ``CS``."""
     parts = patient.split("_")
     return parts[1] if len(parts) > 1 else ""
+
+
+def small_split_warning(split: dict[str, list[str]]) -> str | None:
+    """A warning (with what to do) when the validation or test split holds 1 to ``FEW_PATIENTS - 1`` patients:
+    the best epoch is then chosen, and the model scored, on a handful of patients. None otherwise."""
+    few = {k: len(split.get(k, ())) for k in ("val", "test") if 0 < len(split.get(k, ())) < FEW_PATIENTS}
+    if not few:
+        return None
+    sizes = " and ".join(f"{n} {'validation' if k == 'val' else 'test'} patient{'s' if n > 1 else ''}"
+                         for k, n in few.items())
+    return (f"warning: only {sizes}: the best epoch is picked and the Dice reported on so few patients that one "
+            "patient's result moves the figure; do not compare configurations on it. Cross-validate instead "
+            "(orch train --folds 5, orch sweep --folds 5: every patient is tested once), or prepare more patients "
+            "(or raise --val-frac / --test-frac)")

@@ -9,6 +9,10 @@
 Each variant: warm-up steps, then ``steps`` timed steps (host clock around a device sync), peak device memory.
 Also: eval forward images/s, and a projection of the paper grid's wall time (45 configurations x 50 epochs;
 9 configurations per depth) on this machine. On a CPU it runs small sizes and says so.
+
+``run_grid_bench`` (``orch bench --grid paper``): per depth, a short trial epoch -- ``fit``'s step, its validation
+pass (``evaluate_split``) and its ``last.pt`` -- in as many concurrent processes as the sweep packs on one GPU
+(``1 / gpu_share``), and from those the grid's projected wall time on this machine (``grid_projection``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 H200_CEILING = {"resnet18": 2018, "resnet34": 1673, "resnet50": 1269, "resnet101": 937, "resnet152": 737}
 PAPER_EPOCHS, CONFIGS_PER_DEPTH = 50, 9  # 3 optimizers x 3 learning rates
 FULL_TRAIN_SLICES, FULL_EVAL_SLICES = 3143, 786  # ~80 % / 20 % of LGG's 3,929 slices (default 0.1/0.1 split)
+FULL_VAL_SLICES = FULL_EVAL_SLICES // 2  # validated every epoch; the other half (test) once, at the end
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class BenchConfig:
     slices: int = 256  # synthetic uint8 slices kept on the device for the loop variants
     device: str = "auto"
     train_slices: int = FULL_TRAIN_SLICES
-    eval_slices: int = FULL_EVAL_SLICES
+    eval_slices: int = FULL_EVAL_SLICES  # validation + test slices (the per-depth projection's eval per epoch)
+    val_slices: int = FULL_VAL_SLICES  # the grid projection's validation per epoch (test once per trial)
     variants: tuple[str, ...] = ("naive", "naive_strict", "loop", "loop_graph")
 
 
@@ -184,7 +190,7 @@ def run_bench(cfg: BenchConfig, json_path: str | Path | None = None, on_row=None
         name = torch.cuda.get_device_name(device)
     else:
         name = f"cpu ({torch.get_num_threads()} threads)"
-        log.warning("no CUDA device: benchmarking on the CPU at small sizes; figures are not GPU figures")
+        log.info("no CUDA device: benchmarking on the CPU at small sizes (cpu_note says so to the user)")
     split = synthetic_split(max(cfg.slices, cfg.batch_size), cfg.image_size, device)
     rows = []
     for enc in cfg.encoders:
@@ -230,10 +236,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def bench_config(encoders: str, batch_size: int = 16, image_size: int | None = None, steps: int | None = None,
-                 device: str = "auto", data: str | Path | None = None) -> BenchConfig:
+                 device: str = "auto", data: str | Path | None = None, gpu_steps: int = 30) -> BenchConfig:
     """The bench ``orch bench`` runs: ``encoders`` comma-separated registry names; sizes default to the GPU's
-    (256 px, 30 steps) or, without one, small CPU sizes; with prepared ``data``, the projection uses its slice
-    counts. ConfigError for an unknown encoder or ``cuda`` without a visible GPU."""
+    (256 px, ``gpu_steps`` steps) or, without one, small CPU sizes; with prepared ``data``, the projection uses its
+    slice counts. ConfigError for an unknown encoder or ``cuda`` without a visible GPU."""
     names = tuple(e.strip() for e in encoders.split(",") if e.strip())
     bad = [e for e in names if e not in list_encoders()]
     if bad:
@@ -242,14 +248,14 @@ def bench_config(encoders: str, batch_size: int = 16, image_size: int | None = N
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
     gpu = device != "cpu" and torch.cuda.is_available()
     cfg = BenchConfig(encoders=names, batch_size=batch_size if gpu else min(batch_size, 4),
-                      image_size=image_size or (256 if gpu else 64), steps=steps or (30 if gpu else 3),
+                      image_size=image_size or (256 if gpu else 64), steps=steps or (gpu_steps if gpu else 3),
                       warmup=8 if gpu else 1, slices=256 if gpu else 16, device=device)
     if data:
         from data_prep import PreparedData
 
         pd = PreparedData(data)
         n = {s: split_slices(pd, s) for s in ("train", "val", "test")}
-        cfg = dataclasses.replace(cfg, train_slices=n["train"], eval_slices=n["val"] + n["test"])
+        cfg = dataclasses.replace(cfg, train_slices=n["train"], eval_slices=n["val"] + n["test"], val_slices=n["val"])
     return cfg
 
 
@@ -260,40 +266,126 @@ def cpu_note(cfg: BenchConfig) -> str | None:
     return (f"no GPU: CPU run at small sizes (batch {cfg.batch_size}, {cfg.image_size}px, {cfg.steps} steps); "
             "these are not GPU figures")
 
+def _trial_epoch(encoder: str, cfg: BenchConfig, device_name: str, barrier=None) -> dict[str, Any]:
+    """One paper-grid trial's short epoch on ``device_name``: ``cfg.steps`` of ``fit``'s step (captured where
+    ``fit`` captures), ``fit``'s validation pass over ``cfg.slices`` slices and its ``last.pt`` (weights + Adam
+    moments); each timed after a warm-up, all processes of a packing starting together at ``barrier``."""
+    from orchestrator.training.checkpoint import save_checkpoint
+    from orchestrator.training.inference import evaluate_split
 
-BENCH_COLUMNS = ("encoder", "naive fp32", "strict fp32", "loop", "loop graph", "x naive", "peak GiB", "paper grid h")
+    device = torch.device(device_name)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit() sets it
+    tcfg = TrainConfig(encoder=encoder, batch_size=cfg.batch_size, lr=1e-4, optimizer="adam", **PAPER_SETTINGS)
+    torch.manual_seed(0)
+    model = create_model(tcfg.model).to(device).to(memory_format=torch.channels_last)
+    parts = step_parts(model, tcfg, device)
+    train = synthetic_split(max(cfg.slices, cfg.batch_size), cfg.image_size, device)
+    val = synthetic_split(cfg.slices, cfg.image_size, device, seed=1)
+    step = make_train_step(tcfg, parts, model, train, device)
+    batches = [torch.arange(i, i + cfg.batch_size, device=device) % len(train) for i in range(cfg.steps)]
+
+    def train_steps(n: int) -> None:
+        model.train()
+        for i in range(n):
+            step(batches[i % len(batches)])
+
+    def validate() -> None:
+        evaluate_split(model, val, loss_fn=parts.loss_fn, amp_dtype=parts.amp_dtype, batch_size=tcfg.eval_batch_size)
+
+    train_steps(cfg.warmup)  # includes the graph capture
+    validate()
+    if barrier is not None:
+        barrier.wait()
+    train_s, val_s = _time(lambda: train_steps(cfg.steps), 1, device), _time(validate, 1, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        save_checkpoint(Path(tmp) / "last.pt", model=model.state_dict(), optimizer=parts.optimizer.state_dict())
+        ckpt_s, ckpt_mb = time.perf_counter() - t0, (Path(tmp) / "last.pt").stat().st_size / 2**20
+    return {"img_per_s": cfg.batch_size * cfg.steps / train_s, "val_s_per_slice": val_s / len(val),
+            "ckpt_s": ckpt_s, "ckpt_mb": ckpt_mb, "mode": step.mode}
 
 
-def bench_table(cfg: BenchConfig):
-    """An empty rich table of ``BENCH_COLUMNS``; :func:`add_bench_row` fills it as rows come."""
-    from rich.table import Table
-
-    table = Table(title=f"orch bench: images/s, batch {cfg.batch_size}, {cfg.image_size}px")
-    for c in BENCH_COLUMNS:
-        table.add_column(c, justify="right")
-    return table
-
-
-def _cell(v: Any) -> str:
-    """A figure as the table shows it: 4 decimals under 10, 1 from 10 up; "-" when missing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return (f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}") if isinstance(v, float) else str(v)
+def _trial_process(encoder: str, cfg: BenchConfig, device_name: str, barrier, results) -> None:
+    """A packed trial's process (spawned, as Ray starts one per trial): its epoch, or the error, onto ``results``."""
+    try:
+        results.put(_trial_epoch(encoder, cfg, device_name, barrier))
+    except Exception as e:  # e.g. out of memory: the parent reports it instead of waiting forever
+        barrier.abort()
+        results.put({"error": f"{type(e).__name__}: {e}"[:300]})
 
 
-def add_bench_row(table, r: dict[str, Any]) -> None:
-    """One encoder's row of :func:`run_bench` into ``table``."""
-    best = max(r.get("loop_graph_img_per_s") or 0, r.get("loop_img_per_s") or 0)
-    speedup = _cell(best / r["naive_img_per_s"]) if r.get("naive_img_per_s") else "-"
-    table.add_row(r["encoder"], _cell(r.get("naive_img_per_s")), _cell(r.get("naive_strict_img_per_s")),
-                  _cell(r.get("loop_img_per_s")), _cell(r.get("loop_graph_img_per_s")), speedup,
-                  _cell(r.get("loop_graph_peak_gib") or r.get("loop_peak_gib")), _cell(r.get("paper_hours_ours")))
+def packed_epochs(encoder: str, cfg: BenchConfig, device_name: str, n: int) -> list[dict[str, Any]]:
+    """``_trial_epoch`` in ``n`` concurrent processes sharing the device (in this process when ``n == 1``)."""
+    if n == 1:
+        return [_trial_epoch(encoder, cfg, device_name)]
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked; Ray's trial processes are fresh ones too
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_trial_process, args=(encoder, cfg, device_name, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    out = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return out
 
 
-def projection_line(cfg: BenchConfig, rows: list[dict[str, Any]]) -> str:
-    """The paper grid's projected wall time on this device, summed over the depths run."""
-    s = summary(rows)
-    every_depth = set(cfg.encoders) >= set(list_encoders())
-    return (f"paper grid (45 configurations x 50 epochs, one after another on this device, train "
-            f"{cfg.train_slices} + eval {cfg.eval_slices} slices/epoch): ours {s['paper_hours_ours']:.2f} h, "
-            f"naive {s['paper_hours_naive']:.2f} h" + ("" if every_depth else " (only the depths run)"))
+@dataclass(frozen=True)
+class GridDepth:
+    """One depth of a grid: its trials (configurations) and their epochs summed, and the sweep's GPU share."""
+
+    encoder: str
+    trials: int
+    epochs: int
+    share: float
+
+
+def grid_projection(depth: GridDepth, epochs: list[dict[str, Any]], cfg: BenchConfig, n: int,
+                    checkpoint_every: int = 1) -> dict[str, Any]:
+    """Hours for ``depth``'s trials, ``n`` at a time, each epoch as measured (``epochs``: one per concurrent
+    process): train slices at the measured per-trial rate, validation of ``cfg.val_slices``, a checkpoint every
+    ``checkpoint_every`` epochs; a test pass over the other eval slices once per trial."""
+    errors = [e["error"] for e in epochs if "error" in e]
+    row: dict[str, Any] = {"encoder": depth.encoder, "trials": depth.trials, "share": depth.share, "concurrent": n}
+    if errors:
+        return row | {"error": errors[0]}
+    ips = sum(e["img_per_s"] for e in epochs) / n
+    val_s = cfg.val_slices * sum(e["val_s_per_slice"] for e in epochs) / n
+    ckpt_s = sum(e["ckpt_s"] for e in epochs) / n
+    epoch_s = cfg.train_slices / ips + val_s + ckpt_s / checkpoint_every
+    test_s = max(cfg.eval_slices - cfg.val_slices, 0) * val_s / max(cfg.val_slices, 1)
+    hours = (depth.epochs * epoch_s + depth.trials * test_s) / n / 3600
+    return row | {"img_per_s_trial": ips, "img_per_s_total": ips * n, "val_s": val_s, "ckpt_s": ckpt_s,
+                  "ckpt_mb": epochs[0]["ckpt_mb"], "epoch_s": epoch_s, "hours": hours, "mode": epochs[0]["mode"]}
+
+
+def grid_depths(entries, shares: dict[str, float], order: list[str]) -> list[GridDepth]:
+    """A grid's depths (``entries``: ``grids.load_grid``), in ``order`` (the sweep's), with their GPU ``shares``
+    (1.0 for a depth the table does not know)."""
+    by_enc: dict[str, list[int]] = {}
+    for e in entries:
+        by_enc.setdefault(e.config.encoder, []).append(e.config.epochs)
+    rank = {name: i for i, name in enumerate(order)}
+    return [GridDepth(enc, len(ep), sum(ep), shares.get(enc, 1.0))
+            for enc, ep in sorted(by_enc.items(), key=lambda kv: rank.get(kv[0], len(rank)))]
+
+
+def run_grid_bench(cfg: BenchConfig, depths: list[GridDepth], on_row=None) -> list[dict[str, Any]]:
+    """``grid_projection`` of every depth (in ``depths``' order), each measured with its packing on this device:
+    ``round(1 / share)`` concurrent trials on a GPU, one at a time on a CPU (CPU trials do not share a GPU)."""
+    gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    device_name = "cuda" if gpu else "cpu"
+    rows = []
+    for d in depths:
+        n = max(1, round(1 / d.share)) if gpu else 1
+        try:
+            epochs = packed_epochs(d.encoder, cfg, device_name, n)
+        except Exception as e:  # one depth failing (out of memory) must not lose the others
+            epochs = [{"error": f"{type(e).__name__}: {e}"[:300]}]
+        rows.append(grid_projection(d, epochs, cfg, n))
+        if on_row:
+            on_row(rows[-1])
+        if gpu:
+            torch.cuda.empty_cache()
+    return rows

@@ -219,6 +219,10 @@ class SweepConfig(_DictMixin):
     grace_period: int | None = None  # asha: the first rung in epochs; None: max(2, epochs // 4)
     reduction_factor: int = 3  # asha: rungs at grace * R**k epochs, each keeps 1 in R
     asha_metric: str = "val_dice_volume_mean"  # asha: a val_ column of results.csv; a *loss is minimised
+    # A trial reports a checkpoint (a copy of its run directory, last.pt included: ~1.1 GB for ResNet152) to the
+    # storage every N epochs and at the end; a restarted trial loses at most the N - 1 epochs since. 1: every epoch
+    # (default until the copy's cost is measured on a GPU with object storage, BENCHMARKS.md "Issue 13").
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         check_name("sweep name" if self.name else f"sweep name (from the grid file {self.grid}; or pass --name)",
@@ -228,6 +232,10 @@ class SweepConfig(_DictMixin):
         if self.seeds is not None and self.seeds < 1:
             raise ConfigError(f"seeds={self.seeds!r} must be >= 1 (or unset for one run with the config's seed)")
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every!r} must be a whole number of epochs >= 1 "
+                              "(1: a checkpoint every epoch)")
         if self.scheduler == "asha" and self.folds:
             raise ConfigError("--scheduler asha with --folds K: a stopped fold leaves its configuration's "
                               "cross-validation incomplete; screen without --folds, then cross-validate the survivors")

@@ -94,11 +94,17 @@ class DemoOutcome:
     where: list[str]
 
 
-def run_demo(cfg: DemoConfig, console=None, progress: ProgressFn | None = None) -> DemoOutcome:
-    """Prepare the data and run the scaled-down sweep, which writes its report (tables and plots) once."""
+def run_demo(cfg: DemoConfig, console=None, progress: ProgressFn | None = None,
+             prepared: Path | None = None) -> DemoOutcome:
+    """Prepare the data (unless ``prepared`` is given: ``prepare_demo_data``'s result) and run the scaled-down
+    sweep, which writes its report (tables and plots) once.
+
+    The CLI prepares first and passes ``prepared``: its prep progress display must end before the sweep's live
+    table starts (a progress display left open over the sweep redraws itself, and prints its final state, after
+    the sweep)."""
     from orchestrator.sweep import run_sweep
 
-    prepared = prepare_demo_data(cfg, progress)
+    prepared = prepared or prepare_demo_data(cfg, progress)
     root = Path(cfg.workdir).resolve()
     sweep = SweepConfig(name=cfg.name, grid=cfg.grid, data=str(prepared), storage=str(root / "sweeps"),
                         overrides=cfg.overrides(), keep_checkpoints=cfg.keep_checkpoints)
@@ -169,6 +175,10 @@ def where_things_are(cfg: DemoConfig, outcome, report_paths: dict[str, Path] | N
               f"{_size(sizes['prepared'])}, sweep {_size(sizes['sweeps'])}, MLflow "
               f"{_size(sizes['mlflow.db'] + sizes['mlartifacts'])}"]
     if kept:
+        from orchestrator.tracking.models import CHAMPION, registered_model_name
+
         best = next(iter(kept.values()))
         lines.append(f"  predict      orch predict {show(Path(best).parent)} INPUT OUT")
+        lines.append(f"               orch predict models:/{registered_model_name(cfg.name)}@{CHAMPION} INPUT OUT "
+                     f"--tracking-uri sqlite:///{root / 'mlflow.db'}")
     return lines

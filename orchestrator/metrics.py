@@ -5,9 +5,14 @@ Training accumulates those counts on the device (``SliceCounter``: one (N, 3) in
 batch without host syncs) and moves them to the host once per evaluation; ``orch evaluate`` builds the same
 (N, 3) array from numpy masks with ``slice_counts_numpy``. ``compute_metrics`` turns counts into metrics.
 
-Conventions (written once, here): masks are thresholded at probability 0.5 (logit 0); a Dice or IoU whose
-union is empty (nothing true, nothing predicted) scores 1 -- this only happens for empty slices, or for a
-patient/split without tumour, never on LGG patient volumes, which all hold tumour.
+Conventions (written once, here): a pixel is tumour where its float32 probability ``sigmoid(logit)`` is at least
+0.5 (``tumour_mask``: the rule ``orch predict`` applies to the probabilities it writes, so training's test pass
+and ``orch predict`` + ``orch evaluate`` threshold alike); a Dice or IoU whose union is empty (nothing true,
+nothing predicted) scores 1 -- this only happens for empty slices, or for a patient/split without tumour, never
+on LGG patient volumes, which all hold tumour.
+
+``baseline_metrics`` scores a model that predicts nothing on the same slices (counts only): the figure a
+segmentation must beat on these very patients (on LGG, 65 % of the slices are empty and score Dice 1).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ EVAL_METRICS = (
     "pixel_accuracy",
 )
 TP, PRED, TRUE = 0, 1, 2  # columns of a counts array
+THRESHOLD = 0.5  # probability
+
+
+def tumour_mask(logits: torch.Tensor) -> torch.Tensor:
+    """Boolean tumour mask of logits: ``sigmoid(logits) >= THRESHOLD`` in float32, exactly as ``orch predict``
+    thresholds the probabilities of ``predict_masks`` (``logits > 0`` would differ where a tiny negative logit's
+    probability rounds to 0.5)."""
+    return torch.sigmoid(logits.float()) >= THRESHOLD
 
 
 def slice_counts(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -47,7 +60,8 @@ def slice_counts_numpy(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 class SliceCounter:
     """Device-side accumulator of per-slice counts and of a summed loss for one evaluation pass.
 
-    ``add(start, logits, truth, loss_sum)`` writes rows ``start:start+B`` (no host sync);
+    ``add(start, logits, truth, loss_sum)`` writes rows ``start:start+B`` (``tumour_mask`` of the logits against
+    the truth, of the same size; no host sync);
     ``all_reduce()`` sums across ranks (each rank fills its own rows, others stay 0);
     ``to_host()`` is the single transfer: (counts (N, 3) int64 ndarray, loss sum float)."""
 
@@ -56,7 +70,7 @@ class SliceCounter:
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
 
     def add(self, start: int, logits: torch.Tensor, truth: torch.Tensor, loss_sum: torch.Tensor | None = None) -> None:
-        self.counts[start : start + logits.shape[0]] = slice_counts(logits > 0, truth)
+        self.counts[start : start + logits.shape[0]] = slice_counts(tumour_mask(logits), truth)
         if loss_sum is not None:
             self.loss += loss_sum.detach().to(torch.float64)
 
@@ -110,6 +124,21 @@ def compute_metrics(counts: np.ndarray, patients: Sequence[str] | np.ndarray,
         "miou_2class": (iou_t + iou_bg) / 2.0,
         "pixel_accuracy": float((tp + tn) / total),
     }
+
+
+def empty_prediction_counts(counts: np.ndarray) -> np.ndarray:
+    """The counts of a model that predicts nothing on the slices of ``counts``: their true pixels, no prediction."""
+    counts = np.asarray(counts, dtype=np.int64)
+    out = np.zeros_like(counts)
+    out[:, TRUE] = counts[:, TRUE]
+    return out
+
+
+def baseline_metrics(counts: np.ndarray, patients: Sequence[str] | np.ndarray,
+                     pixels_per_slice: int) -> dict[str, float]:
+    """``compute_metrics`` of the predict-nothing model on exactly the slices of ``counts``: the baseline of these
+    patients (the full LGG's figures differ from a sample's or a synthetic set's)."""
+    return compute_metrics(empty_prediction_counts(counts), patients, pixels_per_slice)
 
 
 def per_patient_dice(counts: np.ndarray, patients: Sequence[str] | np.ndarray) -> list[dict]:

@@ -1,7 +1,9 @@
 """``orch predict MODEL INPUT OUT``: tumour masks for new slices, with LGG naming, overlays and a per-patient CSV.
 
 MODEL is an orch checkpoint (``best.pt``/``last.pt``), a run or sweep-trial directory holding one ``best.pt``, or
-an MLflow model URI (``models:/name/1``, ``runs:/<id>/model``). INPUT is a folder of one patient's slices
+an MLflow model URI (``models:/<sweep>-best@champion``: a sweep's best registered model; ``models:/<name>/<version>``,
+``models:/<model id>``, ``runs:/<id>/model``), resolved against the store ``tracking_uri`` (default
+``$MLFLOW_TRACKING_URI``, else ``sqlite:///<current dir>/mlflow.db``). INPUT is a folder of one patient's slices
 (``..._<n>.tif``) or any tree holding such folders (an LGG ``kaggle_3m`` layout: mask files are ignored).
 
 OUT receives, per patient folder, ``<folder>/<stem>_<n>_mask.tif`` (uint8 {0, 255}, as LGG's masks),
@@ -113,14 +115,15 @@ class ResolvedModel:
     min_component: int = 0
 
 
-def resolve_model(spec: str) -> ResolvedModel:
-    """The model in eval mode and its evaluation settings for MODEL (a checkpoint, a run directory, a URI)."""
+def resolve_model(spec: str, tracking_uri: str | None = None) -> ResolvedModel:
+    """The model in eval mode and its evaluation settings for MODEL (a checkpoint, a run directory, a URI resolved
+    against ``tracking_uri``)."""
     from orchestrator.training import load_checkpoint
 
     if spec.startswith(_MLFLOW_SCHEMES):
         from orchestrator.tracking import load_logged_model
 
-        model, image_size = load_logged_model(spec)
+        model, image_size = load_logged_model(spec, tracking_uri)
         return ResolvedModel(model, image_size, spec)
     p = Path(spec)
     if p.is_dir():
@@ -131,7 +134,7 @@ def resolve_model(spec: str) -> ResolvedModel:
         p = found[0]
     if not p.exists():
         raise PredictError(f"MODEL {spec} is neither a checkpoint file, a run directory nor an MLflow model URI "
-                           "(models:/NAME/VERSION, runs:/RUN_ID/model)")
+                           "(models:/<sweep>-best@champion, models:/NAME/VERSION, runs:/RUN_ID/model)")
     try:
         model, cfg, _ = load_checkpoint(p)
     except ValueError as e:
@@ -164,8 +167,9 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> Image.Image:
 
 def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | os.PathLike, device: str = "auto",
                  batch_size: int = 32, threshold: float = 0.5, overlays: bool = True, patients: tuple[str, ...] = (),
-                 progress=None) -> list[dict]:
+                 progress=None, tracking_uri: str | None = None) -> list[dict]:
     """Predict every slice under ``input_dir`` into ``out_dir``; returns the per-patient rows of ``patients.csv``.
+    ``tracking_uri``: the MLflow store an MLflow MODEL URI is resolved against (``resolve_model``).
 
     ``progress(done, total)`` is called after each patient (the CLI draws a bar with it)."""
     from orchestrator.training import predict_masks
@@ -174,7 +178,7 @@ def predict_tree(model_spec: str, input_dir: str | os.PathLike, out_dir: str | o
     out = Path(out_dir)
     found = find_slices(input_dir, patients)  # validate INPUT and OUT before loading a model or writing anything
     dirs = [(output_dir(out, p.folder), output_dir(out, "overlays", p.folder)) for p in found]
-    resolved = resolve_model(model_spec)
+    resolved = resolve_model(model_spec, tracking_uri)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

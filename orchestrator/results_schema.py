@@ -4,7 +4,9 @@ reads them back) and ``orchestrator.report`` (which lays them out beside the pap
 
 A row is one trial: its configuration (``CONFIG_COLUMNS``), how it ended, ``val_<metric>`` of its best epoch,
 ``test_<metric>`` of its best checkpoint (``metric_key``: the loop's ``val_loss`` becomes ``test_loss``), the mean
-training speed over its epochs (``mean_speeds``), its resources and run directory. Trials rank by test
+training speed over its epochs (``mean_speeds``), its resources and run directory. Beside the test metrics:
+``test_baseline_<metric>`` (``baseline_key``), the predict-nothing figures of the very slices the trial was tested
+on (``BASELINE_METRICS``), which the report compares against. Trials rank by test
 ``dice_volume_mean`` (``top_trials``). Metric names are ``orchestrator.metrics.EVAL_METRICS`` plus ``val_loss``;
 they are read on first use, since that module loads torch, which a report of tables does not otherwise need.
 """
@@ -34,6 +36,9 @@ SWEEP_PATIENT_COLUMNS = ("config_id", "trial_id", "encoder", "optimizer", "lr", 
 SPEED_KEYS = ("it_per_s", "img_per_s")  # per epoch in a trial's history; results.csv holds their means
 HAS_RESULT = ("finished", "diverged")  # statuses of a trial that left test metrics and a checkpoint
 PRIMARY_METRIC = "dice_volume_mean"
+# The predict-nothing figures a trial's test pass records (``orchestrator.metrics.baseline_metrics``): the report's
+# baseline row (Mean IoU, Dice, Dice/volume) and the sweep plots' baseline lines.
+BASELINE_METRICS = ("miou_2class", "dice_slice_all_empty1", "dice_volume_mean")
 
 
 def metric_names() -> tuple[str, ...]:
@@ -60,6 +65,13 @@ def final_metric_key(name: str) -> str:
     return metric_key("test", name)
 
 
+def baseline_key(name: str) -> str:
+    """The key of the predict-nothing figure of metric ``name`` on a trial's test patients: ``test_baseline_<name>``,
+    in the loop's test metrics (result.json), MLflow and results.csv alike (already ``test_``-prefixed, so
+    ``metric_key`` keeps it)."""
+    return f"test_baseline_{name}"
+
+
 RANK_BY = final_metric_key(PRIMARY_METRIC)  # test_dice_volume_mean: what "best trial" means everywhere
 
 
@@ -68,7 +80,8 @@ def results_columns() -> tuple[str, ...]:
     """The columns of ``results.csv``, in order."""
     metrics = metric_names()
     return (*CONFIG_COLUMNS, "status", "epochs_completed", "best_epoch",
-            *(metric_key("val", m) for m in metrics), *(metric_key("test", m) for m in metrics), "train_loss",
+            *(metric_key("val", m) for m in metrics), *(metric_key("test", m) for m in metrics),
+            *(baseline_key(m) for m in BASELINE_METRICS), "train_loss",
             *SPEED_KEYS, "gpus", "workers", "run_dir", "error", "stopped_epoch")
 
 

@@ -103,7 +103,8 @@ def cv_dice(rows: list[dict[str, Any]], summary: dict[str, Any], path: str | Pat
     ax.set_xticks(range(len(folds) + 1), [f"fold {k}" for k in folds] + ["all"])
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("Dice per patient volume")
-    ax.set_title(f"{summary['n_patients']} patients: mean {summary['mean']:.3f}, median {summary['median']:.3f}, "
+    n = summary["n_patients"]
+    ax.set_title(f"{n} patient{'' if n == 1 else 's'}: mean {summary['mean']:.3f}, median {summary['median']:.3f}, "
                  f"95% CI {summary['ci95_low']:.3f}-{summary['ci95_high']:.3f}", fontsize=9)
     if references:
         ax.legend(fontsize=7, loc="lower left")

@@ -31,7 +31,7 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
       orch demo
       orch demo --real ~/data/lgg-mri-segmentation/kaggle_3m
     """
-    from orchestrator.demo import run_demo
+    from orchestrator.demo import prepare_demo_data, run_demo
 
     cfg = DemoConfig(workdir=workdir, real=real, patients=patients, grid=grid, epochs=epochs, max_steps=max_steps,
                      image_size=image_size)
@@ -39,8 +39,9 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
     data = f"real data {real}" if real else f"{patients} SYNTHETIC patients (LGG layout, not MRI)"
     console.rule(f"orch demo: {data} -> grid {grid} scaled down ({image_size}px, {max_steps} steps x {epochs} "
                  f"epoch(s), loss {cfg.loss}, {cfg.sampling} sampling)")
-    with stage_progress() as progress:
-        outcome = run_demo(cfg, console=console, progress=progress)
+    with stage_progress() as progress:  # closed before the sweep: its bars end above the sweep's table
+        prepared = prepare_demo_data(cfg, progress)
+    outcome = run_demo(cfg, console=console, prepared=prepared)
     if not real:
         click.echo(f"The data are synthetic ({patients} phantom patients in the LGG layout, bright FLAIR tumours): "
                    "these figures show which configurations learn in a few steps, not how well orch segments "

@@ -20,15 +20,20 @@ from orchestrator.config import DEVICES
 @click.option("--no-overlays", is_flag=True, help="Skip the overlay PNGs.")
 @click.option("--patient", "patients", multiple=True, metavar="ID",
               help="Only this patient (e.g. TCGA_DU_5853; repeatable). Default: every patient folder in INPUT.")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow store a models:/ or runs:/ MODEL is read from (default sqlite:///<current dir>/mlflow.db: "
+              "run predict where the sweep ran, or name its store).")
 @user_errors
 def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: int, threshold: float,
-                no_overlays: bool, patients: tuple[str, ...]) -> None:
+                no_overlays: bool, patients: tuple[str, ...], tracking_uri: str | None) -> None:
     """Predict tumour masks for a patient folder or an LGG tree, with LGG naming (..._<n>_mask.tif).
 
     \b
-    MODEL: a checkpoint (best.pt), a run / sweep-trial directory, or an MLflow model URI (models:/NAME/1).
+    MODEL: a checkpoint (best.pt), a run / sweep-trial directory, or an MLflow model URI: models:/SWEEP-best@champion
+    (a sweep's best trial; @rank-2, @rank-3 the next), models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/model.
     Example:
       orch predict runs/resnet34/best.pt kaggle_3m/TCGA_CS_4941_19960909 predictions/
+      orch predict models:/paper-best@champion kaggle_3m/ pred/ --tracking-uri sqlite:///$PWD/mlflow.db
       orch predict runs/resnet34/best.pt kaggle_3m/ pred/ --patient TCGA_DU_5853
       orch evaluate pred/ kaggle_3m/ --predicted-patients-only     # score them against the truth
     """
@@ -39,7 +44,7 @@ def predict_cmd(model: str, input_dir: str, out: str, device: str, batch_size: i
     with Progress(TextColumn("predicting (patients)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("predict", total=None)
         rows = predict_tree(model, input_dir, out, device=device, batch_size=batch_size, threshold=threshold,
-                            overlays=not no_overlays, patients=patients,
+                            overlays=not no_overlays, patients=patients, tracking_uri=tracking_uri,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     click.echo(describe(rows, out))
 

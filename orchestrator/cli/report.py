@@ -76,14 +76,14 @@ def _sync(sweep: str, storage: str | None, tracking_uri: str | None, buffer_dir:
 
 
 def _read_mlflow(tracking_uri: str | None, name: str):
-    """``make_report``'s loader for a sweep with no directory here: its results read back from the MLflow store
-    ``tracking_uri`` (default ``sqlite:///<current dir>/mlflow.db``)."""
+    """``make_report``'s loader for a sweep with no directory here: its results and per-patient table read back
+    from the MLflow store ``tracking_uri`` (default ``sqlite:///<current dir>/mlflow.db``)."""
     from orchestrator.report.build import SweepResults
-    from orchestrator.tracking.readback import results_frame
+    from orchestrator.tracking.readback import per_patient_frame, results_frame
     from orchestrator.tracking.store import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
-    return SweepResults(results_frame(uri, name), f"mlflow:{uri}#{name}")
+    return SweepResults(results_frame(uri, name), f"mlflow:{uri}#{name}", patients=per_patient_frame(uri, name))
 
 
 @click.command("ui")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -230,30 +231,130 @@ class _EpochPrinter:
 @click.option("--encoders", default=",".join(list_encoders()), show_default=True, help="Comma-separated encoders.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Default 256 on a GPU, 64 on a CPU.")
-@click.option("--steps", type=int, default=None, help="Timed steps per variant (default 30 GPU, 3 CPU).")
+@click.option("--steps", type=int, default=None,
+              help="Timed steps per variant (default 30 GPU, 3 CPU; with --grid 100 GPU).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @data_option
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Append JSON lines here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also append every row as a JSON line to this file (stdout keeps the table).")
+@click.option("--grid", default=None, metavar="NAME", help="Instead: project this grid's wall time (e.g. paper) on "
+              "this machine from a short trial epoch per depth (train, validation, checkpoint), packed as the sweep "
+              "packs it (orchestrator/grids/gpu_share.csv); --encoders limits the depths.")
 @user_errors
-def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out):
+def bench_cmd(encoders, batch_size, image_size, steps, device, data, json_out, grid):
     """Images/s per depth: naive fp32 eager step, our loop's step, our step as a CUDA graph; peak memory; and
-    the paper grid's projected wall time on this machine.
+    the paper grid's projected wall time on this machine. With --grid: the grid's bill before `ray up`.
 
     \b
     Example (on a GPU machine; on a CPU it runs small sizes and says so):
       orch bench --encoders resnet18,resnet50,resnet152 --json bench.jsonl
+      orch bench --grid paper
     """
-    from orchestrator.bench import add_bench_row, bench_config, bench_table, cpu_note, projection_line, run_bench
+    from orchestrator.bench import bench_config, cpu_note, run_bench
 
-    cfg = bench_config(encoders, batch_size, image_size, steps, device, data)
+    cfg = bench_config(encoders, batch_size, image_size, steps, device, data, gpu_steps=100 if grid else 30)
     if cpu_note(cfg):
-        console.print(f"[yellow]{cpu_note(cfg)}[/]")
-    table = bench_table(cfg)
-    with Live(table, console=console, refresh_per_second=2):
-        rows = run_bench(cfg, json_out, on_row=lambda r: add_bench_row(table, r))
-    for r in rows:
-        click.echo(json.dumps(r))
-    console.print(projection_line(cfg, rows))
+        console.print(f"[yellow]{cpu_note(cfg)}[/]", soft_wrap=True)
+    if grid:
+        _bench_grid(cfg, grid, json_out)
+        return
+    table = _bench_table(cfg)
+    with _showing(table):
+        rows = run_bench(cfg, json_out, on_row=lambda r: _add_bench_row(table, r))
+    console.print(_projection_line(cfg, rows), soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _showing(table: Table):
+    """Fill ``table`` inside the block: live on a terminal; elsewhere (a pipe, a log) printed once, whole, after."""
+    if interactive():
+        with Live(table, console=console, refresh_per_second=2):
+            yield
+        return
+    yield
+    console.print(table)
+
+
+_BENCH_COLUMNS = ("encoder", "naive fp32", "strict fp32", "loop", "loop graph", "x naive", "peak GiB", "grid h")
+_GRID_COLUMNS = ("encoder", "at once", "img/s each", "img/s all", "val s", "ckpt s", "epoch s", "hours")
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """An empty table whose encoder column never wraps or shrinks (``resnet152`` stays whole at 80 columns)."""
+    table = Table(title=title)
+    for c in columns:
+        if c == "encoder":
+            table.add_column(c, no_wrap=True, min_width=9)
+        else:
+            table.add_column(c, justify="right", overflow="fold")  # figures wrap, never end in "..."
+    return table
+
+
+def _bench_table(cfg) -> Table:
+    return _table(f"orch bench: images/s, batch {cfg.batch_size}, {cfg.image_size}px", _BENCH_COLUMNS)
+
+
+def _cell(v) -> str:
+    """A figure as the tables show it: 4 decimals under 10, 1 from 10 up; "-" when missing."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return (f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}") if isinstance(v, float) else str(v)
+
+
+def _add_bench_row(table: Table, r: dict) -> None:
+    best = max(r.get("loop_graph_img_per_s") or 0, r.get("loop_img_per_s") or 0)
+    speedup = _cell(best / r["naive_img_per_s"]) if r.get("naive_img_per_s") else "-"
+    table.add_row(r["encoder"], _cell(r.get("naive_img_per_s")), _cell(r.get("naive_strict_img_per_s")),
+                  _cell(r.get("loop_img_per_s")), _cell(r.get("loop_graph_img_per_s")), speedup,
+                  _cell(r.get("loop_graph_peak_gib") or r.get("loop_peak_gib")), _cell(r.get("paper_hours_ours")))
+
+
+def _projection_line(cfg, rows: list[dict]) -> str:
+    """The paper grid's projected wall time on this device, summed over the depths run."""
+    from orchestrator.bench import summary
+
+    s = summary(rows)
+    every_depth = set(cfg.encoders) >= set(list_encoders())
+    return (f"paper grid (45 configurations x 50 epochs, one after another on this device, train "
+            f"{cfg.train_slices} + eval {cfg.eval_slices} slices/epoch): ours {s['paper_hours_ours']:.2f} h, "
+            f"naive {s['paper_hours_naive']:.2f} h" + ("" if every_depth else " (only the depths run)"))
+
+
+def _bench_grid(cfg, grid: str, json_out: str | None) -> None:
+    """``orch bench --grid``: a short packed trial epoch per depth of ``grid``, its table, the projected hours."""
+    from orchestrator.bench import grid_depths, run_grid_bench
+    from orchestrator.grids import load_grid
+    from orchestrator.sweep.plan import DEFAULT_GPU_SHARE
+
+    order = list(reversed(list_encoders()))  # the sweep's default order: deepest first
+    depths = [d for d in grid_depths(load_grid(grid), DEFAULT_GPU_SHARE, order) if d.encoder in cfg.encoders]
+    table = _table(f"orch bench --grid {grid}: one trial epoch per depth, packed as the sweep packs it", _GRID_COLUMNS)
+    with _showing(table):
+        rows = run_grid_bench(cfg, depths, on_row=lambda r: _add_grid_row(table, r))
+    if json_out:
+        with open(json_out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    console.print(_grid_line(cfg, grid, rows), soft_wrap=True)
+
+
+def _add_grid_row(table: Table, r: dict) -> None:
+    keys = ("img_per_s_trial", "img_per_s_total", "val_s", "ckpt_s", "epoch_s", "hours")
+    cells = [_cell(r.get(k)) for k in keys] if "error" not in r else ["error"] + ["-"] * (len(keys) - 1)
+    table.add_row(r["encoder"], str(r["concurrent"]), *cells)
+
+
+def _grid_line(cfg, grid: str, rows: list[dict]) -> str:
+    """The projection and the assumptions it rests on."""
+    trials = sum(r["trials"] for r in rows)
+    failed = [r["encoder"] for r in rows if "error" in r]
+    hours = sum(r.get("hours", 0.0) for r in rows)
+    shares = ", ".join(f"{r['encoder']} {r['share']:g}" for r in rows)
+    return (f"grid {grid} ({trials} trials; GPU share {shares}) on this machine: {hours:.2f} h projected"
+            + (f" (failed: {', '.join(failed)}; not counted)" if failed else "")
+            + f". Assumes per epoch {cfg.train_slices} train slices at the measured rate, validation of "
+            f"{cfg.val_slices} slices, a checkpoint to local disk every epoch (storage copies not counted), a test "
+            f"pass once per trial; depths one after another, deepest first; batch {cfg.batch_size}, "
+            f"{cfg.image_size}px, {cfg.steps} timed steps per trial; start-up and data loading not counted.")
 
 
 @click.command("models")

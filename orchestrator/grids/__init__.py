@@ -46,8 +46,8 @@ class GridEntry:
 
 
 def list_grids() -> list[str]:
-    """Names of the grids shipped with orch (the CSV files of this folder), sorted."""
-    return sorted(p.stem for p in GRID_DIR.glob("*.csv"))
+    """Names of the grids shipped with orch (the CSV files of this folder but the GPU-share table), sorted."""
+    return sorted(p.stem for p in GRID_DIR.glob("*.csv") if p.stem != "gpu_share")
 
 
 def grid_path(name_or_path: str | Path) -> Path:

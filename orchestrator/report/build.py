@@ -1,4 +1,4 @@
-"""``orch report SWEEP``: find the sweep's results and write the tables and plots (and, from the sweep directory's
+"""``orch report SWEEP``: find the sweep's results and write the tables and plots (and, from the sweep's
 per_patient.csv, the statistics).
 
 Results come from the sweep directory's ``results.csv``; for a sweep with no directory here, from the caller's
@@ -20,14 +20,16 @@ from orchestrator.results_schema import PER_PATIENT_CSV, RESULTS_CSV
 
 @dataclass
 class SweepResults:
-    """A sweep's results.csv rows, and where they were read (a path, or ``mlflow:<uri>#<sweep>``)."""
+    """A sweep's results.csv rows, and where they were read (a path, or ``mlflow:<uri>#<sweep>``); ``patients``: its
+    per-patient table (per_patient.csv: the statistics' input) where the loader found one, None where it did not."""
 
     frame: pd.DataFrame
     source: str
+    patients: pd.DataFrame | None = None
 
 
-# Sweep name -> its results, for a sweep with no directory here. Raises MissingPathError when the place it reads
-# does not exist (the message says which: "no MLflow store at ...").
+# Sweep name -> its results (and per-patient table), for a sweep with no directory here. Raises MissingPathError
+# when the place it reads does not exist (the message says which: "no MLflow store at ...").
 ResultsLoader = Callable[[str], SweepResults]
 
 
@@ -57,8 +59,8 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
                 load: ResultsLoader | None = None, against: str | None = None) -> ReportOutcome:
     """Report the sweep ``sweep`` (a sweep directory or a sweep name); a sweep run with ``--folds K`` also gets
     its cross-validation table (``cv_tables.md``, appended to ``markdown``), and a sweep directory holding
-    ``per_patient.csv`` its statistics (``stats_*.csv``, ``stats.md`` appended to ``markdown``, plots); without
-    one ``markdown`` ends with a line saying why there are none.
+    ``per_patient.csv`` (or read by ``load`` with one) its statistics (``stats_*.csv``, ``stats.md`` appended to
+    ``markdown``, plots); without one ``markdown`` ends with a line saying why there are none.
 
     Results come from the sweep directory's ``results.csv`` when there is one, else from ``load(sweep name)``.
     Tables and plots go to ``out`` (default: the sweep directory, or ``<workdir>/reports/<sweep>`` for a sweep
@@ -74,7 +76,7 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
         raise ResultsError(f"sweep {sweep!r} has no results yet ({results.source}): run or resume it with "
                            "`orch sweep`")
     out_dir = Path(out) if out else (sweep_dir or work / "reports" / Path(sweep).name)
-    patients = _read_patients(sweep_dir)
+    patients = _read_patients(sweep_dir) if sweep_dir is not None else results.patients
     paths = write_report(results.frame, out_dir, plots=plots, patients=patients)
     markdown = paths["markdown"].read_text(encoding="utf-8")
     cv = read_cv_results(sweep_dir)  # a sweep run with --folds K: its cross-validation table follows
@@ -87,8 +89,7 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
     if "stats_markdown" in paths:
         markdown += "\n" + paths["stats_markdown"].read_text(encoding="utf-8")
     else:
-        markdown += (f"\nStatistics skipped: no {PER_PATIENT_CSV} in the sweep directory (a sweep from an older orch, "
-                     "or read from MLflow): the per-patient scores they need are not here.\n")
+        markdown += f"\nStatistics skipped: {_no_patients(sweep_dir, results.source)}\n"
     return ReportOutcome(source=results.source, markdown=markdown, paths=paths)
 
 
@@ -101,6 +102,15 @@ def _screening(results: pd.DataFrame, sweep_dir: Path | None, out_dir: Path, aga
     full = _read_results(against, find_sweep_dir(against, storage, work), storage, work, load).frame if against \
         else None
     return report_screening(results, sweep_dir, out_dir, full, plots=plots)
+
+
+def _no_patients(sweep_dir: Path | None, source: str) -> str:
+    """Why a report has no per-patient table to compute statistics from (one sentence)."""
+    if sweep_dir is not None:
+        return (f"no {PER_PATIENT_CSV} in the sweep directory {sweep_dir} (a sweep from an older orch): the "
+                "per-patient scores they need are not here.")
+    return (f"the results read from {source} come without {PER_PATIENT_CSV} (the sweep's parent run holds none: "
+            "a sweep still running, or one from an older orch): the per-patient scores they need are not here.")
 
 
 def _read_patients(sweep_dir: Path | None) -> pd.DataFrame | None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator.files import atomic_write_text
 from orchestrator.fmt import fmt_value
-from orchestrator.report.tables import BASELINE, BASELINE_LABEL
+from orchestrator.report.tables import BASELINE, Baseline
 from orchestrator.results_schema import CV_RESULTS  # written by the sweep into its directory
 
 CV_MARKDOWN = "cv_tables.md"
@@ -42,8 +42,11 @@ def _complete(v) -> bool:
     return str(v).strip().lower() in ("true", "1")
 
 
-def cv_markdown(cv: pd.DataFrame) -> str:
-    """``cv_results.csv`` as a Markdown section: one row per configuration, then the reference rows."""
+def cv_markdown(cv: pd.DataFrame, baseline: Baseline | None = None) -> str:
+    """``cv_results.csv`` as a Markdown section: one row per configuration, then the reference rows. ``baseline``:
+    the predict-nothing figures of the sweep's trials (``tables.baseline`` of its results.csv); without it, the full
+    LGG's (0), labelled as that reference."""
+    baseline = baseline or Baseline(dict(BASELINE), measured=False)
     folds = ", ".join(str(int(k)) for k in sorted(set(cv["folds"].dropna()))) or "?"
     out = [f"### Cross-validation ({folds} folds): per-patient volume Dice, every patient tested once", "",
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -60,8 +63,8 @@ def cv_markdown(cv: pd.DataFrame) -> str:
     for label, value in _published().items():
         out.append("| " + " | ".join([label, "", "", "", "", "", "", fmt_value(value), "–", "–", "published"])
                    + " |")
-    base = fmt_value(BASELINE["Dice/volume"])
-    out.append("| " + " | ".join([BASELINE_LABEL, "", "", "", "", "", "", base, base, "–", "baseline"]) + " |")
+    base = fmt_value(baseline.figures["Dice/volume"])
+    out.append("| " + " | ".join([baseline.label, "", "", "", "", "", "", base, base, "–", "baseline"]) + " |")
     out += ["", "Ours: each fold's best-validation checkpoint scores the patients that fold held out; Mean and "
             "Median over all patients, 95% CI = patient bootstrap of the mean. Buda et al. 2019 report the same "
             "per-patient mean from 5-fold cross-validation over the 110 LGG patients; a model that predicts "
@@ -70,9 +73,9 @@ def cv_markdown(cv: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def write_cv_table(cv: pd.DataFrame, out_dir: str | os.PathLike) -> Path:
-    """Write ``cv_tables.md`` into ``out_dir``; returns its path."""
+def write_cv_table(cv: pd.DataFrame, out_dir: str | os.PathLike, baseline: Baseline | None = None) -> Path:
+    """Write ``cv_tables.md`` into ``out_dir`` (``baseline``: as ``cv_markdown``); returns its path."""
     path = Path(out_dir) / CV_MARKDOWN
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, cv_markdown(cv))
+    atomic_write_text(path, cv_markdown(cv, baseline))
     return path

@@ -35,20 +35,26 @@ def fmt_p(p) -> str:
     return f"{p:.1e}" if p < 1e-4 else f"{p:.2g}"
 
 
+def count_noun(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` agreeing in number: "1 patient", "3 patients" (``plural``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _pct(share: float) -> str:
     return f"{100 * share:.0f} %"
 
 
 def _data_sentence(c: Comparison, k: int) -> str:
     low, high = c.repeats
-    text = (f"Per-patient volume Dice (`{METRIC}`) of {k} configurations on the {c.n_patients} test patients all "
-            "of them scored")
+    text = (f"Per-patient volume Dice (`{METRIC}`) of {count_noun(k, 'configuration')} on the "
+            f"{count_noun(c.n_patients, 'test patient')} that all of them scored")
     if high > 1:
         text += f"; each patient's Dice is first averaged over its {low if low == high else f'{low}-{high}'} seeds"
     if c.dropped:
         names = ", ".join(c.dropped[:10]) + (", ..." if len(c.dropped) > 10 else "")
-        text += (f". {len(c.dropped)} patient(s) scored by only some configurations were dropped from the paired "
-                 f"tests and ranks ({names}); the per-configuration means and CIs use all of each one's patients")
+        text += (f". {count_noun(len(c.dropped), 'patient')} scored by only some configurations "
+                 f"{'was' if len(c.dropped) == 1 else 'were'} dropped from the paired tests and ranks ({names}); "
+                 "the per-configuration means and CIs use all of each one's patients")
     return text + "."
 
 
@@ -56,17 +62,18 @@ def _headline(s: Statistics) -> str:
     c, summary = s.comparison, s.summary.set_index("config_id")
     b = summary.loc[c.best]
     text = (f"**{c.best} is best** (mean Dice {fmt_value(b['mean'])}, 95 % CI {fmt_ci(b['ci95_low'], b['ci95_high'])}, "
-            f"{int(b['n_patients'])} patients). ")
+            f"{count_noun(int(b['n_patients']), 'patient')}). ")
     others = c.rows.iloc[1:]
     tied = others[others["tied"]]
     test = f"at alpha {c.alpha:g} (Holm-corrected paired Wilcoxon signed-rank test, two-sided)"
     if others.empty:
         return text + "It is the only configuration."
     if tied.empty:
-        text += f"All {len(others)} others are significantly worse {test}."
+        lead = f"All {len(others)} others are" if len(others) > 1 else "The other is"
+        text += f"{lead} significantly worse {test}."
     else:
         listed = ", ".join(f"{r.config_id} (p = {fmt_p(r.p_holm)})" for r in tied.itertuples())
-        text += (f"{len(tied)} other(s) not distinguishable from it {test}: {listed}. "
+        text += (f"{count_noun(len(tied), 'other')} not distinguishable from it {test}: {listed}. "
                  f"{len(others) - len(tied)} significantly worse.")
     width = float(np.median((others["diff_ci95_high"] - others["diff_ci95_low"]) / 2))
     return text + (f" Not distinguishable is not equal: the paired 95 % CIs of the differences are about "
@@ -81,8 +88,9 @@ def _power_note(n: int, m: int, alpha: float) -> str:
     smallest = min(1.0, 2.0 / 2.0 ** n) if n < 64 else 0.0
     if smallest * m <= alpha:
         return ""
-    return (f" With {n} patients no comparison can be significant: the smallest possible p is {fmt_p(smallest)}, "
-            f"x {m} comparisons (Holm) > {alpha:g}. Test more patients (`orch sweep --folds 5` tests every one).")
+    return (f" With {count_noun(n, 'patient')} no comparison can be significant: the smallest possible p is "
+            f"{fmt_p(smallest)}, x {count_noun(m, 'comparison')} (Holm) > {alpha:g}. Test more patients "
+            "(`orch sweep --folds 5` tests every one).")
 
 
 def _friedman_sentence(f: Friedman, alpha: float, what: str = "configurations") -> str:
@@ -103,7 +111,8 @@ def _rank_sentence(s: Statistics) -> str:
     if not rivals.empty:
         text += "; also first: " + ", ".join(f"{c} {_pct(v)}" for c, v in rivals.head(5).items())
     can_win = int((r.ci95_low <= 1).sum())
-    return text + f". {can_win} configuration(s) have rank 1 inside their 95 % interval."
+    return text + (f". {count_noun(can_win, 'configuration')} {'has' if can_win == 1 else 'have'} rank 1 inside "
+                   f"{'its' if can_win == 1 else 'their'} 95 % interval.")
 
 
 def _factor_sentence(fc: FactorComparison) -> str:

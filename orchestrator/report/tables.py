@@ -7,6 +7,10 @@ Which of our metrics stands beside which of the paper's (docs/design.md; all on 
   Dice      <- ``test_dice_slice_all_empty1`` (slice mean, empty-vs-empty = 1: the generous, paper-style Dice)
   Dice/volume (ours only, the primary metric) <- ``test_dice_volume_mean``
   it/s      <- ``it_per_s`` (mean over epochs; our hardware, not the paper's)
+
+The baseline row is a model that predicts nothing, scored on the trials' own test slices (``test_baseline_*`` of
+results.csv, ``baseline``); a results table without those columns (written before they existed) gets the full
+LGG's figures instead, labelled as a reference.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -22,13 +27,54 @@ import pandas as pd
 from orchestrator.errors import ResultsError
 from orchestrator.files import atomic_write_text
 from orchestrator.fmt import DIVERGED, fmt_value
-from orchestrator.results_schema import RANK_BY, final_metric_key
+from orchestrator.results_schema import RANK_BY, baseline_key, final_metric_key
 
 PRIMARY = RANK_BY  # test_dice_volume_mean
 OPTIMIZER_ORDER = ("adam", "sgd", "rmsprop")  # the paper's row order
-# A model that predicts nothing, on the whole dataset (docs/design.md): 2,556 of 3,929 slices are empty.
+# A model that predicts nothing, on the whole LGG dataset (docs/design.md): 2,556 of 3,929 slices are empty. The
+# reference the paper's figures compare against, and the fallback for a results.csv without test_baseline_* columns.
 BASELINE = {"Mean IoU": 0.495, "Dice": 0.651, "Dice/volume": 0.0}
 BASELINE_LABEL = "predict nothing"
+REFERENCE_LABEL = f"{BASELINE_LABEL} (full LGG)"
+# Which results.csv column holds the measured baseline of each table column.
+BASELINE_COLUMNS = {"Mean IoU": baseline_key("miou_2class"), "Dice": baseline_key("dice_slice_all_empty1"),
+                    "Dice/volume": baseline_key("dice_volume_mean")}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The predict-nothing figures the tables and plots compare against (by table column: Mean IoU, Dice,
+    Dice/volume): ``measured`` on the trials' own test slices, else the full LGG's reference. ``varies``: the
+    trials were tested on different patients (cross-validation folds), and the figures are their mean."""
+
+    figures: dict[str, float]
+    measured: bool
+    varies: bool = False
+
+    @property
+    def label(self) -> str:
+        return BASELINE_LABEL if self.measured else REFERENCE_LABEL
+
+    @property
+    def where(self) -> str:
+        """Which patients the figures are of, as a sentence ends it."""
+        if not self.measured:
+            return "on the full LGG dataset (a reference: this results table has no test_baseline_* columns)"
+        return "on these test patients" + (" (mean over the trials' test sets)" if self.varies else "")
+
+
+def baseline(results: pd.DataFrame) -> Baseline:
+    """The predict-nothing baseline of ``results``: the mean of each ``BASELINE_COLUMNS`` column over the trials
+    that recorded it (every trial tested on the same patients records the same figures), or the full-LGG
+    ``BASELINE`` when any of those columns is missing or empty."""
+    measured = {}
+    for col, key in BASELINE_COLUMNS.items():
+        values = pd.to_numeric(results[key], errors="coerce").dropna() if key in results.columns else pd.Series()
+        if values.empty:
+            return Baseline(dict(BASELINE), measured=False)
+        measured[col] = values
+    varies = any(float(v.max() - v.min()) > 1e-9 for v in measured.values())
+    return Baseline({c: float(v.mean()) for c, v in measured.items()}, measured=True, varies=varies)
 
 # (column, paper column in paper_results.csv, our candidates in results.csv, decimals)
 COLUMNS = (
@@ -79,8 +125,9 @@ def _ours(results: pd.DataFrame) -> pd.DataFrame:
 
 def paper_layout(results: pd.DataFrame) -> pd.DataFrame:
     """One long table: for every learning rate we ran, all of the paper's rows at that lr plus ours, side by
-    side, then one baseline row. Columns: lr, optimizer, encoder, status, then ``<col> (paper)``/``(ours)``."""
-    ours = _ours(results)
+    side, then one baseline row (``baseline``: its label in the optimizer column). Columns: lr, optimizer,
+    encoder, status, then ``<col> (paper)``/``(ours)``."""
+    ours, base_line = _ours(results), baseline(results)
     paper = paper_results().rename(columns={p: f"{c} (paper)" for c, p, *_ in COLUMNS if p})
     paper = paper[paper["lr"].isin(ours["lr"].unique())]
     merged = paper.merge(ours, on=KEYS, how="outer")
@@ -92,8 +139,8 @@ def paper_layout(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for lr, group in merged.groupby("lr", sort=False):
         rows.append(group)
-        base = {"lr": lr, "optimizer": BASELINE_LABEL, "encoder": "", "status": "baseline"}
-        base.update({f"{c} (ours)": v for c, v in BASELINE.items()})
+        base = {"lr": lr, "optimizer": base_line.label, "encoder": "", "status": "baseline"}
+        base.update({f"{c} (ours)": v for c, v in base_line.figures.items()})
         rows.append(pd.DataFrame([base]))
     table = pd.concat(rows, ignore_index=True).drop(columns=["_opt", "_depth"])
     cols = KEYS + ["status"]
@@ -108,6 +155,24 @@ def _cell(v, decimals: int, diverged: bool = False) -> str:
     """A Markdown cell (``fmt_value``: 1.4e29 reads "1.4e+29", never 30 digits). Missing is "–", except in a
     diverged run's row, where a missing or non-finite figure reads "diverged"."""
     return fmt_value(v, decimals, missing=DIVERGED if diverged else "–")
+
+
+def _baseline_note(table: pd.DataFrame) -> str:
+    """The sentence under the tables about the baseline row of ``table`` (measured or the full-LGG reference)."""
+    rows = table[table["status"] == "baseline"]
+    if rows.empty:
+        return ""
+    row = rows.iloc[0]
+    figures = (f"Mean IoU {_cell(row['Mean IoU (ours)'], 3)}, Dice {_cell(row['Dice (ours)'], 3)} and "
+               f"Dice/volume {_cell(row['Dice/volume (ours)'], 3)}")
+    if row["optimizer"] == REFERENCE_LABEL:
+        return (f"A model that predicts nothing scores {figures} on the full LGG dataset (the {REFERENCE_LABEL} "
+                "row: this results table has no test_baseline_* columns, so these reference figures stand in for "
+                "the test patients' own): compare the paper's figures against that row.")
+    return (f"A model that predicts nothing scores {figures} on these test patients (the {BASELINE_LABEL} row, "
+            "scored on the very slices each trial was tested on: test_baseline_* of results.csv); on the full LGG "
+            f"dataset it scores Mean IoU {BASELINE['Mean IoU']} and Dice {BASELINE['Dice']}: compare the paper's "
+            "figures against those.")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -132,9 +197,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     out.append(
         "Ours: test patients, best-validation checkpoint. Loss = BCE (test_loss); Mean IoU = miou_2class; "
         "Dice = dice_slice_all_empty1 (slice mean, empty-vs-empty = 1, the paper-style figure); Dice/volume = "
-        "dice_volume_mean (per-patient volume Dice, our primary metric). A model that predicts nothing scores "
-        f"Mean IoU {BASELINE['Mean IoU']}, Dice {BASELINE['Dice']} and Dice/volume 0 on this dataset: compare the "
-        "paper's figures against that row. it/s depends on hardware and batch size (the paper states neither)."
+        "dice_volume_mean (per-patient volume Dice, our primary metric). "
+        f"{_baseline_note(table)} it/s depends on hardware and batch size (the paper states neither)."
     )
     return "\n".join(out) + "\n"
 

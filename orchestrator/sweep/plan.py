@@ -2,25 +2,53 @@
 
 No Ray here: ``plan_sweep`` is pure, so ``orch sweep --dry-run`` prints exactly what a real sweep schedules.
 
-GPU share per encoder depth (``DEFAULT_GPU_SHARE``) follows the measurements in docs/design.md: a bf16 training step
-peaks at 1.8 / 2.2 / 3.5 / 4.6 / 5.9 GiB (depth 18 / 34 / 50 / 101 / 152, batch 32), so memory never limits
-packing on a 40-80 GiB GPU; what limits it is speed. ResNet18/34 eager steps are bound by kernel launches, not the
-GPU (755 / 645 img/s eager vs 2018 / 1673 captured), and 4 trials on one GPU gave 1.57x aggregate for ResNet18:
-four share a GPU. ResNet50/101 keep a GPU half busy: two share. ResNet152 saturates it: alone.
+GPU share per encoder depth (``DEFAULT_GPU_SHARE``) is data: ``orchestrator/grids/gpu_share.csv``, one row per
+registry encoder with its share and a ``source`` column saying where the value comes from. Today's values follow
+eager-step measurements (docs/design.md: ResNet18/34 eager steps are launch-bound and 4 eager trials gave 1.57x
+aggregate; ResNet50/101 keep a GPU half busy; ResNet152 saturates it); with captured steps (CUDA graphs) packing
+is not measured yet, and ``benchmarks/gpu_packing.py`` measures 1, 2 and 4 trials per GPU to set them. Memory never
+limits packing on a 40-80 GiB GPU (a bf16 step peaks at 1.8-5.9 GiB, batch 32).
+
+Trial order (``plan_sweep``): deepest encoder first, the longest-processing-time-first rule: the long ResNet152
+trials start while the GPU is otherwise idle, and the short ResNet18 trials fill the gaps at the end, so the
+sweep never waits on one late ResNet152 with the GPU three-quarters empty.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from models import list_encoders
 from orchestrator.config import ConfigError, SweepConfig, TrainConfig
-from orchestrator.grids import GridEntry, expand
+from orchestrator.grids import GRID_DIR, GridEntry, expand
 
-# Data keyed by the registry's encoders (models.list_encoders(); a test holds the keys and the registry together).
-DEFAULT_GPU_SHARE = {"resnet18": 0.25, "resnet34": 0.25, "resnet50": 0.5, "resnet101": 0.5, "resnet152": 1.0}
+GPU_SHARE_FILE = GRID_DIR / "gpu_share.csv"
+
+
+def load_gpu_share(path: Path = GPU_SHARE_FILE) -> dict[str, float]:
+    """The default GPU share per encoder from ``path`` (columns encoder, gpu_share, source); a ConfigError naming
+    the file and the row for a share outside (0, 1]."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    shares = {}
+    for r in rows:
+        try:
+            share = float(r["gpu_share"])
+        except (KeyError, TypeError, ValueError):
+            share = math.nan
+        if not 0 < share <= 1:
+            raise ConfigError(f"{path}: gpu_share {r.get('gpu_share')!r} of encoder {r.get('encoder')!r} must be a "
+                              "number in (0, 1]; fix the row (one trial's share of one GPU)")
+        shares[r["encoder"]] = share
+    return shares
+
+
+# Keyed by the registry's encoders (models.list_encoders(); a test holds the keys and the registry together).
+DEFAULT_GPU_SHARE = load_gpu_share()
 # Tune-function share of a CPU when the loop runs in Ray Train workers: the function only waits on the trainer,
 # and a whole CPU per waiting function starves the worker groups on small machines (docs/design.md).
 WAITER_CPUS = 0.01
@@ -38,6 +66,7 @@ class TrialPlan:
     gpus: float  # GPUs of the whole trial (all workers together)
     cpus: float  # CPUs per worker (in-process: of the trial)
     workers: int
+    checkpoint_every: int = 1  # report a checkpoint to the sweep's storage every N epochs (and at the end)
 
     @property
     def launcher(self) -> str:
@@ -59,13 +88,14 @@ class TrialPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"trial_id": self.trial_id, "config": self.config.to_dict(),
                 "resources": {"gpus": self.gpus, "cpus": self.cpus, "workers": self.workers,
-                              "launcher": self.launcher}}
+                              "launcher": self.launcher}, "checkpoint_every": self.checkpoint_every}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrialPlan":
         r = d["resources"]
         return cls(trial_id=d["trial_id"], config=TrainConfig.from_dict(d["config"]), gpus=float(r["gpus"]),
-                   cpus=float(r["cpus"]), workers=int(r["workers"]))
+                   cpus=float(r["cpus"]), workers=int(r["workers"]),
+                   checkpoint_every=int(d.get("checkpoint_every", 1)))  # plans recorded before the option: 1
 
 
 def gpu_share(encoder: str) -> float:
@@ -74,8 +104,8 @@ def gpu_share(encoder: str) -> float:
 
 
 def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> list[TrialPlan]:
-    """Resources for every grid entry, longest trials first (largest encoders start first, so the small ones
-    fill the gaps at the end of the sweep instead of a ResNet152 starting last).
+    """Resources for every grid entry, longest trials first (deepest encoders first, the module doc's order: the
+    small ones fill the gaps at the end of the sweep instead of a ResNet152 starting last).
 
     ``use_gpus=False`` (no GPU in the cluster) runs every trial on ``cfg.cpus_per_trial`` CPUs. With
     ``cfg.folds = K`` every entry is K trials, one per cross-validation fold (``grids.with_folds``), and with
@@ -102,7 +132,8 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
             workers = int(gpus) if multi else 1
         else:
             workers = 0
-        plans.append(TrialPlan(e.trial_id, e.config, gpus=gpus, cpus=float(cfg.cpus_per_trial), workers=workers))
+        plans.append(TrialPlan(e.trial_id, e.config, gpus=gpus, cpus=float(cfg.cpus_per_trial), workers=workers,
+                               checkpoint_every=cfg.checkpoint_every))
     order = list_encoders()
     depth = {name: i for i, name in enumerate(order)}
     return sorted(plans, key=lambda p: -depth.get(p.config.encoder, len(order)))

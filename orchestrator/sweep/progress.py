@@ -74,6 +74,29 @@ class SweepProgress(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {"states": {}, "console": None, "title": self.title, "plain": False, "_live": None, "_t0": 0.0}
 
+    def seed(self, rows: Any, rerun: tuple[str, ...] = ()) -> int:
+        """Start a resumed sweep's table from what its trials had done (``rows``: results.csv rows of the restored
+        experiment, ``orchestrator.sweep.rows.collect_rows``): ended trials keep their status, epoch and scores,
+        unfinished ones show the epoch they continue from; trials of a status in ``rerun`` (errored ones under
+        ``--restart-errored``) start over as pending. Returns how many trials are already done."""
+        for row in rows.to_dict("records") if len(rows) else []:
+            s = self.states.get(row.get("trial_id"))
+            if s is None:
+                continue
+            status = str(row.get("status") or "pending")
+            s.status = status if status in _ENDED and status not in rerun else "pending"
+            if status not in rerun and is_number(row.get("epochs_completed")):
+                s.epoch = int(row["epochs_completed"])
+            if s.status in _ENDED and is_number(row.get("val_dice_volume_mean")):
+                s.best_dice = float(row["val_dice_volume_mean"])
+            if s.status in _ENDED and is_number(row.get("test_dice_volume_mean")):
+                s.test_dice = float(row["test_dice_volume_mean"])
+        return self.done()
+
+    def done(self) -> int:
+        """How many trials have ended (finished, diverged, stopped early or errored)."""
+        return sum(s.status in _ENDED for s in self.states.values())
+
     def _say(self, line: str) -> None:
         """One plain line (plain mode only); rich's print flushes the stream after each line."""
         if self.plain:
@@ -81,7 +104,8 @@ class SweepProgress(Callback):
 
     def start(self) -> None:
         if self.plain:
-            self._say(f"{self.title}: {len(self.states)} trials")
+            done = self.done()
+            self._say(f"{self.title}: {len(self.states)} trials" + (f", {done} done already" if done else ""))
         elif self.console is not None and self._live is None:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.start()
@@ -181,7 +205,7 @@ class SweepProgress(Callback):
 
     def render(self) -> Table:
         elapsed = time.time() - self._t0
-        done = sum(s.status in _ENDED for s in self.states.values())
+        done = self.done()
         table = Table(title=f"{self.title}: {done}/{len(self.states)} trials done, {elapsed:.0f}s",
                       title_justify="left", expand=False)
         for col, just in (("trial", "left"), ("status", "left"), ("epoch", "right"), ("best val dice", "right"),

@@ -3,11 +3,12 @@
 Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://bucket/sweeps/paper``)::
 
     tuner.pkl, experiment_state-*.json   Tune's experiment state (what ``Tuner.restore`` reads)
-    orch-sweep.json                      the planned trials (configs + resources); a rerun must match it
+    orch-sweep.json                      the planned trials (configs + resources) and the scheduler's options
+                                         (``SchedulerConfig.record``); a rerun must match both
     <trial_id>/checkpoint_NNNNNN/        the trial's latest checkpoint = its run directory (last.pt, best.pt,
                                          result.json, history.csv, per_patient_dice.csv, per_patient.csv,
-                                         plots); a finished
-                                         trial's holds no last.pt, and no best.pt outside the top
+                                         plots); a finished (or ASHA-stopped) trial's holds no last.pt,
+                                         and no best.pt outside the top
                                          ``keep_checkpoints`` (MLflow refers to the kept best.pt, never copies it
                                          unless ``TrackingConfig.log_checkpoints="copy"``)
     ray-train/<trial_id>/                Ray Train runs of trials with --gpus-per-trial > 1
@@ -23,8 +24,9 @@ Storage layout (``<storage>/<name>/``, a local path or a URI such as ``s3://buck
                                          from the best beyond patient noise; ``orchestrator.report.stats``)
     mlflow-buffer/                       MLflow records an outage left (``orch report --sync`` uploads them)
 
-Running the same command again restores the sweep: finished trials are kept, unfinished ones continue from
-their last checkpoint, errored ones are rerun from scratch with ``restart_errored``.
+Running the same command again restores the sweep: finished trials (and those ASHA stopped) are kept, unfinished
+ones continue from their last checkpoint, errored ones are rerun from scratch with ``restart_errored``; the live
+table starts from what was done, and a screened sweep's ASHA gets back the rung records Tune does not save.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import pandas as pd
 from orchestrator.config import ConfigError, SweepConfig, TrackingConfig
 from orchestrator.grids import expand, load_grid
 from orchestrator.report import write_report
-from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, PER_PATIENT_CSV, RANK_BY, RESULTS_CSV, top_trials
+from orchestrator.results_schema import BUFFER_DIRNAME, PER_PATIENT_CSV, RANK_BY, RESULTS_CSV
 from orchestrator.sweep import storage as st
 from orchestrator.sweep.cv import check_folds, write_sweep_cv
 from orchestrator.sweep.patients import write_sweep_patients
@@ -207,11 +209,11 @@ def _run_trials(cfg: SweepConfig, site: _Site, tracking: TrackingConfig | None, 
     try:
         cluster = ray.cluster_resources()
         plans = plan_sweep(cfg, site.entries, use_gpus=cluster.get("GPU", 0) > 0)
-        st.check_plan(site.exp_path, PLAN_FILE, plans, site.name)
+        st.check_plan(site.exp_path, PLAN_FILE, plans, site.name, site.scheduler.record(site.epochs))
         spec_tracking, tracker = _open_tracking(tracking, site.name, cfg, plans, workdir, site.results_dir)
         progress = SweepProgress(plans, console=console, title=f"sweep {site.name}")
         if site.restorable:
-            tuner = _restore_tuner(cfg, site, progress)
+            tuner = _restore_tuner(cfg, site, plans, progress)
         else:
             tuner = _new_tuner(cfg, site, plans, _trial_specs(plans, site, spec_tracking), cluster, progress)
         progress.start()
@@ -263,8 +265,9 @@ def _new_tuner(cfg: SweepConfig, site: _Site, plans: list[TrialPlan], specs: lis
     )
 
 
-def _restore_tuner(cfg: SweepConfig, site: _Site, progress):
-    """The sweep's Tune experiment restored from its storage, with this process's live table attached."""
+def _restore_tuner(cfg: SweepConfig, site: _Site, plans: list[TrialPlan], progress):
+    """The sweep's Tune experiment restored from its storage, with this process's live table attached and started
+    from what the trials had done, and (``--scheduler asha``) the scheduler's rungs as the trials left them."""
     from ray import tune
 
     from orchestrator.sweep.trial import run_trial, trial_resources
@@ -273,7 +276,42 @@ def _restore_tuner(cfg: SweepConfig, site: _Site, progress):
     tuner = tune.Tuner.restore(site.exp_path, tune.with_resources(run_trial, trial_resources),
                                resume_unfinished=True, restart_errored=cfg.restart_errored)
     _attach_callbacks(tuner, [progress])
+    earlier = _earlier_results(tuner)
+    if earlier is not None:
+        done = progress.seed(collect_rows(earlier, plans), rerun=("error",) if cfg.restart_errored else ())
+        log.info("sweep %s: %d of %d trials were done already", site.name, done, len(plans))
+        if site.epochs:
+            _restore_rungs(tuner, earlier, site.scheduler.metric)
     return tuner
+
+
+def _earlier_results(tuner):
+    """The restored experiment's ``ResultGrid`` as the previous run left it (Tune reads it on restore), or None
+    when Tune could not read it (the sweep still resumes; the table then starts with every trial pending)."""
+    try:
+        return tuner.get_results()
+    except RuntimeError as e:
+        log.info("the restored sweep's earlier results are unreadable (%s): the live table starts afresh", e)
+        return None
+
+
+def _restore_rungs(tuner, earlier, metric: str) -> int:
+    """Give the restored ASHA scheduler the rung records of the trials' reports before the interruption: Tune saves
+    no scheduler state (``tuner.pkl`` holds the scheduler as the sweep created it, with empty rungs), so without
+    them every trial reaching a rung after a resume would be compared only with those that reached it since.
+
+    The scheduler of a restored ``Tuner`` is reachable only through Tune's private ``Tuner._local_tuner._tune_config``
+    (see ``_attach_callbacks``); guarded like it: without it the sweep resumes with empty rungs and says so."""
+    from orchestrator.sweep.schedulers import replay_rungs, tune_trial_ids
+
+    scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
+    if scheduler is None or not hasattr(scheduler, "on_trial_result"):
+        log.warning("the restored sweep's ASHA rungs start empty (this Tuner offers no scheduler to give them to): "
+                    "trials reaching a rung are compared only with those reaching it after the resume")
+        return 0
+    replayed = replay_rungs(scheduler, trial_histories(earlier, metric), tune_trial_ids(earlier))
+    log.info("restored ASHA's rung records of %d trials from their recorded epochs", replayed)
+    return replayed
 
 
 def _attach_callbacks(tuner, callbacks: list) -> bool:
@@ -302,7 +340,7 @@ def _conclude(cfg: SweepConfig, site: _Site, trials: _Trials,
     df = trials.df
     if st.is_uri(site.storage):  # Tune's paths lack the scheme: results.csv says s3://bucket/..., not bucket/...
         df["run_dir"] = [st.location(d, site.storage) if isinstance(d, str) else d for d in df["run_dir"]]
-    kept, pruned = _keep_checkpoints(df, cfg.keep_checkpoints, site.exp_path)
+    kept, pruned = st.keep_checkpoints(df, cfg.keep_checkpoints, site.exp_path)
     write_results(df, site.results_dir)
     patients = write_sweep_patients(df, site.results_dir)
     report = write_report(df, site.results_dir, patients=patients)
@@ -319,35 +357,6 @@ def _conclude(cfg: SweepConfig, site: _Site, trials: _Trials,
     if st.is_uri(site.exp_path):
         st.upload(site.results_dir, site.exp_path)
     return report, kept
-
-
-def _keep_checkpoints(df: pd.DataFrame, keep: int | None, sweep_dir: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Delete best.pt of the finished (or diverged) trials outside the top ``keep`` by test dice_volume_mean
-    (None: keep all); everything else of their run directories stays; only files inside ``sweep_dir`` are ever
-    deleted (results.csv is a file a user can edit). Returns (trial id -> kept best.pt,
-    trial id -> why it has none). Unfinished trials are never touched: their checkpoint is how they resume."""
-    ranked = list(top_trials(df, len(df))["trial_id"])  # best first
-    top = set(ranked[:keep]) if keep is not None else None
-    why = f"not kept: outside the top {keep} by test dice_volume_mean (keep_checkpoints={keep})"
-    kept, pruned, freed = {}, {}, 0
-    for tid, status, run_dir in zip(df["trial_id"], df["status"], df["run_dir"]):
-        if status not in HAS_RESULT or not isinstance(run_dir, str) or not run_dir:
-            continue
-        best = st.join(run_dir, "best.pt")
-        if top is not None and tid not in top:
-            try:
-                freed += st.delete_file(st.inside(best, sweep_dir))
-            except ValueError as e:  # an edited results.csv: never delete outside the sweep
-                log.warning("trial %s: %s; its checkpoint is left alone", tid, e)
-                continue
-            pruned[tid] = why
-        elif st.file_size(best) is not None:
-            kept[tid] = best
-    if top is not None:
-        log.info("kept the checkpoints of %d trials (top %d by test dice_volume_mean); deleted %d bytes of the "
-                 "others'", len(kept), keep, freed)
-    order = {t: i for i, t in enumerate(ranked)}  # kept: best first, then unranked ones in grid order
-    return dict(sorted(kept.items(), key=lambda kv: order.get(kv[0], len(order)))), pruned
 
 
 def _open_tracking(tracking: TrackingConfig | None, name: str, cfg: SweepConfig, plans: list[TrialPlan],

@@ -101,6 +101,14 @@ class SchedulerConfig:
             rung *= int(self.reduction_factor)
         return out
 
+    def record(self, epochs: int | None) -> dict[str, Any]:
+        """What decides which trials run to the end, as the sweep's plan file records it (keys: the ``orch sweep``
+        options, values as they took effect: the grace period resolved for ``epochs``); a rerun must match it."""
+        if self.kind == "fifo" or epochs is None:
+            return {"scheduler": "fifo"}
+        return {"scheduler": self.kind, "grace_period": self.grace(epochs),
+                "reduction_factor": int(self.reduction_factor), "asha_metric": self.metric}
+
     def check(self, epochs: int) -> list[int]:
         """The rungs of a sweep of ``epochs``; ConfigError when ASHA would have none below the last epoch (nothing
         could be stopped). Needs no Ray: the sweep checks its options before starting it."""
@@ -154,6 +162,38 @@ def trial_histories(result_grid, metric: str) -> pd.DataFrame:
         return pd.DataFrame(columns=list(HISTORY_COLUMNS))
     out = pd.concat(frames, ignore_index=True)
     return out.drop_duplicates(["trial_id", "epoch"], keep="last").reset_index(drop=True)
+
+
+def tune_trial_ids(result_grid) -> dict[str, str]:
+    """Our trial id -> Tune's own (the ``trial_id`` Tune adds to every result: what its scheduler keys trials by),
+    for the trials of a ``ResultGrid`` that reported anything."""
+    out = {}
+    for res in result_grid:
+        ours = ((res.config or {}).get("trial") or {}).get("trial_id")
+        theirs = (res.metrics or {}).get("trial_id")
+        if ours is not None and theirs:
+            out[str(ours)] = str(theirs)
+    return out
+
+
+def replay_rungs(scheduler, histories: pd.DataFrame, tune_ids: dict[str, str]) -> int:
+    """Feed each trial's recorded epoch reports (``trial_histories``), oldest first, to a restored ASHA
+    ``scheduler`` through its own ``on_trial_result``, under the trial's Tune id: its rungs then hold what they held
+    before the interruption (a rung records a trial's first report at or past it, whatever order the trials
+    arrived in; the decisions it returns now were taken then, and are ignored). Returns the trials replayed."""
+    from types import SimpleNamespace
+
+    replayed = 0
+    for tid, rows in histories.groupby("trial_id", sort=False):
+        if str(tid) not in tune_ids:
+            continue
+        trial = SimpleNamespace(trial_id=tune_ids[str(tid)])
+        scheduler.on_trial_add(None, trial)  # Tune adds the restored trial again when the sweep resumes
+        rows = rows.sort_values("epoch", kind="stable")
+        for epoch, value in zip(rows["epoch"], rows["value"]):
+            scheduler.on_trial_result(None, trial, {TIME_ATTR: int(epoch), scheduler.metric: float(value)})
+        replayed += 1
+    return replayed
 
 
 def rung_decisions(histories: pd.DataFrame, cfg: SchedulerConfig, epochs: int,

@@ -4,15 +4,21 @@ the layer Ray itself uses for ``storage_path``)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.fs as pafs
 
 from orchestrator import files
 from orchestrator.config import ConfigError
 from orchestrator.errors import MissingPathError, UnsafePathError
+from orchestrator.report.screening import STOPPED_EARLY
+from orchestrator.results_schema import HAS_RESULT, top_trials
 from orchestrator.sweep.plan import TrialPlan
+
+log = logging.getLogger(__name__)
 
 
 def is_uri(path: str | os.PathLike) -> bool:
@@ -107,28 +113,54 @@ def restorable(exp_path: str) -> bool:
     return any(Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json") for i in infos)
 
 
-def check_plan(exp_path: str, filename: str, plans: list[TrialPlan], name: str) -> None:
-    """Record the planned trials; on a rerun, refuse a plan whose configurations differ from the recorded one
-    (Tune restores the recorded configurations, so a changed grid or option would silently be ignored)."""
+def check_plan(exp_path: str, filename: str, plans: list[TrialPlan], name: str,
+               scheduler: dict | None = None) -> None:
+    """Record the planned trials and how they are scheduled (``scheduler``: the options that decide which trials
+    run to the end, ``SchedulerConfig.record``); on a rerun, refuse a plan whose configurations or scheduler differ
+    from the recorded ones (Tune restores the recorded configurations and scheduler, so a changed grid or option
+    would silently be ignored). A plan file written before schedulers were recorded gets the scheduler added."""
     fs, path = _fs(exp_path)
     target = f"{path}/{filename}"
     new = {p.trial_id: p.config.to_dict() for p in plans}
     if fs.get_file_info(target).type == pafs.FileType.File:
         with fs.open_input_stream(target) as f:
-            old = {t["trial_id"]: t["config"] for t in json.loads(f.read().decode())["trials"]}
-        if old != new:
-            diff = sorted(set(old) ^ set(new)) or [t for t in new if old[t] != new[t]]
-            detail = ", ".join(diff[:3])
-            if diff and diff[0] in old and diff[0] in new:
-                changed = {k: (old[diff[0]].get(k), v) for k, v in new[diff[0]].items() if old[diff[0]].get(k) != v}
-                detail += f" ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())})"
-            raise ConfigError(f"sweep {name!r} in {exp_path} was started with other configurations (differ: "
-                              f"{detail}); rerun it with its original grid and options, or choose a new --name")
+            recorded = json.loads(f.read().decode())
+        _check_trials({t["trial_id"]: t["config"] for t in recorded["trials"]}, new, exp_path, name)
+        if scheduler is None or recorded.get("scheduler") == scheduler:
+            return
+        if "scheduler" in recorded:
+            raise ConfigError(f"sweep {name!r} in {exp_path} was started with {_flags(recorded['scheduler'])}, not "
+                              f"{_flags(scheduler)}; rerun it with its original scheduler options, or choose a "
+                              "new --name")
+        _write_plan(fs, path, target, {**recorded, "scheduler": scheduler})
         return
+    _write_plan(fs, path, target, {"trials": [p.to_dict() for p in plans],
+                                   **({"scheduler": scheduler} if scheduler is not None else {})})
+
+
+def _check_trials(old: dict, new: dict, exp_path: str, name: str) -> None:
+    """ConfigError naming the first trials (and options) that differ between the recorded and the new plan."""
+    if old == new:
+        return
+    diff = sorted(set(old) ^ set(new)) or [t for t in new if old[t] != new[t]]
+    detail = ", ".join(diff[:3])
+    if diff and diff[0] in old and diff[0] in new:
+        changed = {k: (old[diff[0]].get(k), v) for k, v in new[diff[0]].items() if old[diff[0]].get(k) != v}
+        detail += f" ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())})"
+    raise ConfigError(f"sweep {name!r} in {exp_path} was started with other configurations (differ: "
+                      f"{detail}); rerun it with its original grid and options, or choose a new --name")
+
+
+def _flags(record: dict) -> str:
+    """A scheduler record as the ``orch sweep`` options that give it: ``--scheduler asha --grace-period 2 ...``."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in record.items())
+
+
+def _write_plan(fs, path: str, target: str, plan: dict) -> None:
     fs.create_dir(path, recursive=True)
     tmp = f"{target}.tmp"
     with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps({"trials": [p.to_dict() for p in plans]}, indent=1).encode())
+        f.write(json.dumps(plan, indent=1).encode())
     fs.move(tmp, target)
 
 
@@ -141,3 +173,33 @@ def upload(local_dir: Path, exp_path: str) -> None:
             fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
             with open(f, "rb") as src, fs.open_output_stream(dest) as out:
                 out.write(src.read())
+
+
+def keep_checkpoints(df: pd.DataFrame, keep: int | None, sweep_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Delete best.pt of the finished, diverged or stopped trials outside the top ``keep`` by test
+    dice_volume_mean (None: keep all), and last.pt of the trials the scheduler stopped (they are never resumed;
+    a finished trial has none); everything else of their run directories stays; only files inside ``sweep_dir``
+    are ever deleted (results.csv is a file a user can edit). Returns (trial id -> kept best.pt, trial id -> why it
+    has none). Unfinished trials are never touched: their checkpoint is how they resume."""
+    ranked = list(top_trials(df, len(df))["trial_id"])  # best first
+    top = set(ranked[:keep]) if keep is not None else None
+    why = f"not kept: outside the top {keep} by test dice_volume_mean (keep_checkpoints={keep})"
+    kept, pruned, freed = {}, {}, 0
+    for tid, status, run_dir in zip(df["trial_id"], df["status"], df["run_dir"]):
+        if status not in (*HAS_RESULT, STOPPED_EARLY) or not isinstance(run_dir, str) or not run_dir:
+            continue
+        doomed = (["last.pt"] if status == STOPPED_EARLY else []) + (
+            ["best.pt"] if top is not None and tid not in top else [])
+        try:
+            freed += sum(delete_file(inside(join(run_dir, f), sweep_dir)) for f in doomed)
+        except ValueError as e:  # an edited results.csv: never delete outside the sweep
+            log.warning("trial %s: %s; its checkpoint is left alone", tid, e)
+            continue
+        if "best.pt" in doomed:
+            pruned[tid] = why
+        elif file_size(join(run_dir, "best.pt")) is not None:
+            kept[tid] = join(run_dir, "best.pt")
+    log.info("kept the best.pt of %d trials (%s); deleted %d bytes of checkpoints", len(kept),
+             "all" if top is None else f"top {keep} by test dice_volume_mean", freed)
+    order = {t: i for i, t in enumerate(ranked)}  # kept: best first, then unranked ones in grid order
+    return dict(sorted(kept.items(), key=lambda kv: order.get(kv[0], len(order)))), pruned

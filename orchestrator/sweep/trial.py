@@ -8,10 +8,12 @@ directly (<= 1 GPU: no controller actor or worker group to start, see BENCHMARKS
 Stopping: a scheduler (``orch sweep --scheduler asha``) stops a trial after one of its epoch reports; Tune then
 exits the training thread from inside ``report`` (SystemExit), and the trial leaves its run directory as it was.
 
-Resuming: every epoch's report carries a checkpoint that is a copy of the run directory (``last.pt``,
-``best.pt``, history...). A restarted trial (node lost, driver killed, sweep rerun) gets it back from
-``tune.get_checkpoint()`` / ``ray.train.get_checkpoint()``, copies it into a fresh run directory and ``fit``
-continues from ``last.pt``; a finished run's checkpoint holds ``result.json``, so ``fit`` returns at once.
+Resuming: every ``checkpoint_every``-th epoch's report (default every epoch; ``orch sweep --checkpoint-every N``)
+and the final one carry a checkpoint that is a copy of the run directory (``last.pt``, ``best.pt``, history...) to
+the sweep's storage; the other epochs report metrics only. A restarted trial (node lost, driver killed, sweep
+rerun) gets the last one back from ``tune.get_checkpoint()`` / ``ray.train.get_checkpoint()``, copies it into a
+fresh run directory and ``fit`` continues from ``last.pt``; a finished run's checkpoint holds ``result.json``, so
+``fit`` returns at once.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def train_loop(spec: dict[str, Any], report: Callable[..., None], checkpoint, ra
         # The last epoch's checkpoint would be superseded seconds later by the final one (after the test pass):
         # skip that copy of the run directory (a kill in between costs one epoch, not the trial).
         last_epoch = rep.epoch >= plan.config.epochs or rep.status == "diverged"
-        keep = rank == 0 and not last_epoch
+        keep = rank == 0 and not last_epoch and rep.epoch % plan.checkpoint_every == 0
         report(metrics, checkpoint=Checkpoint.from_directory(str(rep.run_dir)) if keep else None)
 
     try:

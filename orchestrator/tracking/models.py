@@ -8,9 +8,13 @@ is pickled into the store and loading one unpickles nothing (the checkpoint is r
 - ``copy``: self-contained, the checkpoint travels as the model's artifact ``checkpoint``, for stores whose readers
   cannot reach the sweep storage.
 
-``orch predict models:/<id>`` loads either kind without running any code from the store (``load_logged_model``):
-it reads the MLmodel metadata and the checkpoint. Models logged by older orch releases as pickled ``mlflow.pytorch``
-models are refused with a message, never unpickled.
+The top-k models are also registered (MLflow's model registry, ``register_top_models``) as the versions of one
+registered model per sweep, ``<sweep>-best``, with the aliases ``champion`` (the best) and ``rank-2``, ``rank-3``...:
+``models:/<sweep>-best@champion`` names the sweep's best model, whatever its id.
+
+``orch predict models:/<sweep>-best@champion`` (or ``models:/<id>``) loads either kind without running any code from
+the store (``load_logged_model``): it reads the MLmodel metadata and the checkpoint. Models logged by older orch
+releases as pickled ``mlflow.pytorch`` models are refused with a message, never unpickled.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from orchestrator.results_schema import top_trials
+from orchestrator.results_schema import RANK_BY, top_trials
 from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
@@ -129,60 +135,136 @@ def _requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", "orch"]
 
 
+@dataclass(frozen=True)
+class TopModel:
+    """One of a sweep's top trials whose model is logged: its rank (1 = best, by ``RANK_BY``), trial, child run,
+    LoggedModel id and ``RANK_BY`` score."""
+
+    rank: int
+    trial_id: str
+    run_id: str
+    model_id: str
+    score: float
+
+
 def log_top_models(sweep, results: pd.DataFrame, k: int, mode: str = "reference",
-                   locations: dict[str, str] | None = None) -> list[str]:
-    """Log the top ``k`` trials of ``results`` (the sweep's results.csv rows) as models on their child runs (each
-    at most once): by reference to their kept checkpoint (``mode="reference"``) or as self-contained copies
-    (``"copy"``). ``locations``: trial id -> kept best.pt, as the sweep recorded them (default: found from the runs'
-    tags and run directories)."""
+                   locations: dict[str, str] | None = None) -> list[TopModel]:
+    """Log the top ``k`` trials of ``results`` (the sweep's results.csv rows, ranked by ``top_trials``) as models on
+    their child runs (each at most once): by reference to their kept checkpoint (``mode="reference"``) or as
+    self-contained copies (``"copy"``). ``locations``: trial id -> kept best.pt, as the sweep recorded them
+    (default: found from the runs' tags and run directories). Returns the logged ones, best first."""
     c = store.client(sweep.uri)
     children = store.children_by_trial(c, sweep.experiment_id, sweep.parent_run_id)
-    ids = []
-    for _, row in top_trials(results, k).iterrows():
+    top = []
+    for rank, (_, row) in enumerate(top_trials(results, k).iterrows(), start=1):
         run = children.get(str(row["trial_id"]))
         if run is None:
             log.warning("trial %s has no child run in %s; its model is not logged", row["trial_id"], sweep.uri)
             continue
-        if run.data.tags.get(TAG_MODEL):
-            ids.append(run.data.tags[TAG_MODEL])
-            continue
-        location = (locations or {}).get(str(row["trial_id"])) or checkpoint_location(run, row.to_dict())
-        if mode == "reference":
-            if location is None:
-                log.warning("trial %s kept no checkpoint; its model is not logged", row["trial_id"])
-                continue
-            size = run.data.params.get("image_size")
-            model_id = log_reference_model(sweep.uri, run.info.run_id, location,
-                                           int(size) if size not in (None, "", "None") else None)
-        else:
-            ckpt = _checkpoint_file(c, run, row.to_dict(), location)
-            if ckpt is None:
-                continue
-            model_id = log_model_from_checkpoint(sweep.uri, run.info.run_id, ckpt)
-        c.set_tag(run.info.run_id, TAG_MODEL, model_id)
-        ids.append(model_id)
-        log.info("trial %s: logged as MLflow model %s (%s)", row["trial_id"], model_id, mode)
-    return ids
+        model_id = run.data.tags.get(TAG_MODEL) or _log_trial_model(sweep.uri, c, run, row, mode, locations)
+        if model_id:
+            top.append(TopModel(rank, str(row["trial_id"]), run.info.run_id, model_id, float(row[RANK_BY])))
+    return top
+
+
+def _log_trial_model(uri: str, c, run, row: pd.Series, mode: str, locations: dict[str, str] | None) -> str | None:
+    """Log one trial's model on its child run and tag the run with its id; None when it kept no checkpoint."""
+    location = (locations or {}).get(str(row["trial_id"])) or checkpoint_location(run, row.to_dict())
+    if mode == "reference":
+        if location is None:
+            log.warning("trial %s kept no checkpoint; its model is not logged", row["trial_id"])
+            return None
+        size = run.data.params.get("image_size")
+        model_id = log_reference_model(uri, run.info.run_id, location,
+                                       int(size) if size not in (None, "", "None") else None)
+    else:
+        ckpt = _checkpoint_file(c, run, row.to_dict(), location)
+        if ckpt is None:
+            return None
+        model_id = log_model_from_checkpoint(uri, run.info.run_id, ckpt)
+    c.set_tag(run.info.run_id, TAG_MODEL, model_id)
+    log.info("trial %s: logged as MLflow model %s (%s)", row["trial_id"], model_id, mode)
+    return model_id
+
+
+CHAMPION = "champion"  # the alias of a sweep's best registered model
+_RANK_ALIAS = re.compile(r"^(champion|rank-\d+)$")
+
+
+def registered_model_name(sweep_name: str) -> str:
+    """The registered model holding a sweep's top-k models: ``<sweep name>-best``, with every character a model URI
+    cannot carry (all but letters, digits, ``_ . + -``: ``/``, ``:``, ``@``, spaces) replaced by ``-``
+    (``cv 2/a`` -> ``cv-2-a-best``)."""
+    clean = re.sub(r"[^A-Za-z0-9_.+-]+", "-", sweep_name).strip("-.") or "sweep"
+    return f"{clean}-best"
+
+
+def rank_alias(position: int) -> str:
+    """``champion`` for the first registered model, ``rank-<n>`` for the n-th."""
+    return CHAMPION if position == 1 else f"rank-{position}"
+
+
+def register_top_models(uri: str, sweep_name: str, top: list[TopModel]) -> str | None:
+    """Register ``top`` (best first) as versions of ``registered_model_name(sweep_name)`` and point the aliases
+    ``champion``, ``rank-2``... at them in that order; returns the registered name (None when ``top`` is empty).
+
+    Idempotent: a model registered before (same LoggedModel id) keeps its version, only the aliases move, and a
+    rank alias no model holds any more (a rerun with fewer models) is removed. Versions of models that dropped out
+    of the top stay, without alias."""
+    if not top:
+        return None
+    c = store.client(uri)
+    name = registered_model_name(sweep_name)
+    _ensure_registered_model(c, name, sweep_name)
+    versions = {mv.model_id or mv.source.removeprefix("models:/"): mv
+                for mv in c.search_model_versions(f"name = {store.quote(name)}")}
+    aliases = {}
+    for position, t in enumerate(top, start=1):
+        mv = versions.get(t.model_id) or c.create_model_version(
+            name, source=f"models:/{t.model_id}", run_id=t.run_id, model_id=t.model_id,
+            tags={store.TAG_SWEEP: sweep_name, store.TAG_TRIAL: t.trial_id, RANK_BY: f"{t.score:.6g}"})
+        aliases[rank_alias(position)] = str(mv.version)
+    for alias, version in aliases.items():
+        c.set_registered_model_alias(name, alias, version)
+    for alias in c.get_registered_model(name).aliases:
+        if _RANK_ALIAS.match(alias) and alias not in aliases:
+            c.delete_registered_model_alias(name, alias)
+    log.info("sweep %s: registered %d models as %s (models:/%s@%s is trial %s)", sweep_name, len(top), name, name,
+             CHAMPION, top[0].trial_id)
+    return name
+
+
+def _ensure_registered_model(c, name: str, sweep_name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(name, tags={store.TAG_SWEEP: sweep_name},
+                                  description=f"The top trials of sweep {sweep_name} by {RANK_BY}; aliases "
+                                  f"{CHAMPION} (the best), rank-2, rank-3, ...")
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def load_logged_model(model_uri: str, tracking_uri: str | None = None):
-    """``(network, image size it was trained at or None)`` for an MLflow model URI (``models:/<id>``,
-    ``models:/<name>/<version>``, ``runs:/<run id>/model``), resolved against ``tracking_uri`` (default:
-    ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``). Runs no code from the store: the MLmodel metadata (YAML) names
-    the checkpoint (referred to, or the model's own artifact), which is read with ``weights_only=True``."""
+    """``(network, image size it was trained at or None)`` for an MLflow model URI (``models:/<sweep>-best@champion``,
+    ``models:/<name>/<version>``, ``models:/<id>``, ``runs:/<run id>/model``), resolved against ``tracking_uri``
+    (default: ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``). Runs no code from the store: the MLmodel metadata
+    (YAML) names the checkpoint (referred to, or the model's own artifact), which is read with ``weights_only=True``."""
     import mlflow
 
     from orchestrator.tracking.reference import load_reference, reference_of
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or store.default_tracking_uri(os.getcwd())
+    uri = store.check_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                          or store.default_tracking_uri(os.getcwd()))
+    _check_store_exists(model_uri, uri)
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         try:
             info = mlflow.models.get_model_info(model_uri)
         except Exception as e:  # noqa: BLE001 - MLflow raises many types for "not there"; all mean the same
-            raise store.TrackingError(f"MLflow model {model_uri} cannot be loaded from {uri} ({e}); check the URI "
-                                      "(models:/<model id>, runs:/<run id>/model) and --tracking-uri") from e
+            raise store.TrackingError(_not_found(model_uri, uri, e)) from e
         checkpoint = reference_of(info.flavors)
         with tempfile.TemporaryDirectory(prefix="orch-model-") as tmp:
             if checkpoint is None:
@@ -195,6 +277,29 @@ def load_logged_model(model_uri: str, tracking_uri: str | None = None):
     finally:
         mlflow.set_tracking_uri(previous)
     return model.eval(), size
+
+
+_STORE_HINT = "--tracking-uri URI (or MLFLOW_TRACKING_URI; default sqlite:///<current dir>/mlflow.db)"
+
+
+def _check_store_exists(model_uri: str, uri: str) -> None:
+    """A SQLite store that is not there is a wrong directory, not an empty store: say so instead of letting MLflow
+    create an empty ``mlflow.db`` where predict happens to run."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise store.TrackingError(f"MLflow model {model_uri}: there is no MLflow store at {uri}; run orch predict in "
+                                  f"the directory of the sweep's mlflow.db or pass {_STORE_HINT}")
+
+
+def _not_found(model_uri: str, uri: str, e: Exception) -> str:
+    """The message for a model URI the store cannot resolve: the URI forms and the registered models it holds."""
+    try:
+        names = [m.name for m in store.client(uri).search_registered_models(max_results=20)]
+    except Exception:  # noqa: BLE001 - the listing only helps the message
+        names = []
+    held = f"; registered models there: {', '.join(names)}" if names else "; no model is registered there"
+    return (f"MLflow model {model_uri} cannot be loaded from {uri} ({str(e).splitlines()[0][:300]}){held}. "
+            "Use models:/<sweep>-best@champion (or @rank-2 ...), models:/<name>/<version>, models:/<model id> or "
+            f"runs:/<run id>/model, and name the store with {_STORE_HINT}")
 
 
 def _download_checkpoint(model_uri: str, flavors: dict, uri: str, dest: str) -> str:

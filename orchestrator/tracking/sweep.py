@@ -8,8 +8,8 @@ import json
 import logging
 import os
 import subprocess
-import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +46,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
+
+
+def utc_timestamp() -> str:
+    """Now as ISO-8601 UTC with microseconds: ``2026-12-03T04:09:59.442582Z`` (``datetime.fromisoformat`` reads it)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -113,7 +118,7 @@ class SweepTracker:
             log.info("created the parent run %s of sweep %s in experiment %s", run.info.run_id, sweep_name, eid)
         rid = run.info.run_id
         # orch.opened_at: when a driver last (re)attached, so a reader can tell a resumed sweep from a stale one.
-        opened = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f".{time.time_ns() % 10**9:09d}"
+        opened = utc_timestamp()
         all_tags = {store.TAG_VERSION: __version__, "orch.git_commit": git_commit(), "orch.opened_at": opened,
                     **tags}
         c.log_batch(rid, tags=[RunTag(str(k), str(v)) for k, v in all_tags.items()])
@@ -275,15 +280,18 @@ class SweepTracker:
         return kept
 
     def _log_models(self, results: pd.DataFrame, top_k: int, mode: str, kept: dict[str, str]) -> None:
-        from orchestrator.tracking.models import log_top_models
+        """Log the top ``top_k`` trials as models and register them as ``<sweep>-best`` (aliases ``champion``,
+        ``rank-2``...: ``models.register_top_models``)."""
+        from orchestrator.tracking.models import log_top_models, register_top_models
 
         try:
-            log_top_models(self, results, top_k, mode=mode, locations=kept)
+            top = log_top_models(self, results, top_k, mode=mode, locations=kept)
+            register_top_models(self.uri, self.sweep_name, top)
         except Exception as e:
             if store.is_outage(e):
                 raise
-            # A model that cannot be rebuilt or serialised costs the model, not the sweep's record.
-            log.warning("sweep %s: the top-%d models were not logged: %s", self.sweep_name, top_k, e)
+            # A model that cannot be rebuilt, serialised or registered costs the model, not the sweep's record.
+            log.warning("sweep %s: the top-%d models were not logged or registered: %s", self.sweep_name, top_k, e)
 
 
 def _upload_checkpoint(c, run_id: str, location: str) -> None:

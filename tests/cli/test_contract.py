@@ -111,14 +111,16 @@ def test_commands_write_the_same_files(tmp_path, monkeypatch):
 
 
 # results.csv as users' scripts read it (pinned before the issue-11 refactor; issue 12 added seed and stopped_epoch;
-# a change here is a contract change).
+# issue 14 the predict-nothing baseline of each trial's test slices, test_baseline_*; a change here is a contract
+# change).
 RESULTS_COLUMNS = [
     "trial_id", "encoder", "optimizer", "lr", "loss", "epochs", "batch_size", "fold", "seed", "status",
     "epochs_completed",
     "best_epoch", "val_dice_volume_mean", "val_dice_global", "val_dice_slice_pos", "val_dice_slice_all_empty1",
     "val_iou_tumour", "val_miou_2class", "val_pixel_accuracy", "val_loss", "test_dice_volume_mean",
     "test_dice_global", "test_dice_slice_pos", "test_dice_slice_all_empty1", "test_iou_tumour", "test_miou_2class",
-    "test_pixel_accuracy", "test_loss", "train_loss", "it_per_s", "img_per_s", "gpus", "workers", "run_dir", "error",
+    "test_pixel_accuracy", "test_loss", "test_baseline_miou_2class", "test_baseline_dice_slice_all_empty1",
+    "test_baseline_dice_volume_mean", "train_loss", "it_per_s", "img_per_s", "gpus", "workers", "run_dir", "error",
     "stopped_epoch"]
 
 

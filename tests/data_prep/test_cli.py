@@ -67,6 +67,7 @@ def test_synth_prep_verify_end_to_end(tmp_path, monkeypatch):
     res = runner.invoke(main, ["prep", "s", "p", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "prepared 3 patients" in res.output and "bytes in" in res.output
+    assert "warning: only 1 validation patient and 1 test patient" in res.output and "--folds 5" in res.output
     assert (tmp_path / "orch.toml").exists()
     res = runner.invoke(main, ["prep", "--verify", "p"])
     assert res.exit_code == 0 and "all 3 shards verify" in res.output
@@ -91,3 +92,21 @@ def test_bad_source_exits_nonzero_with_the_problem_list(src, tmp_path, monkeypat
     assert res.exit_code == 0 and "excluded: 1" in res.output
     res = CliRunner().invoke(main, ["prep", "--verify", str(tmp_path / "nowhere")])
     assert res.exit_code == 1 and "not a prepared data directory" in res.output
+
+
+@pytest.mark.parametrize("n, warned", [(12, "only 1 validation patient and 1 test patient"), (40, "only 4 validation "
+                                       "patients and 4 test patients"), (50, None), (110, None)])
+def test_prep_warns_when_the_held_out_patients_are_few(n, warned):
+    """LGG's sample (12 patients) splits 10/1/1 at the default fractions: the summary says the figures are noisy and
+    what to do; the full set (110: 88/11/11) gets no warning."""
+    from data_prep.prep import describe
+    from data_prep.split import split_sizes
+
+    sizes = split_sizes(n, 0.1, 0.1)
+    manifest = _fake_manifest() | {"split": {"seed": 0, **{k: [f"{k}{i}" for i in range(v)] for k, v in sizes.items()}}}
+    text = describe(manifest, 1.0, 1)
+    assert f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test" in text
+    if warned:
+        assert warned in text and "orch train --folds 5" in text and "more patients" in text
+    else:
+        assert "warning: only" not in text

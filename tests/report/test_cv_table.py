@@ -39,7 +39,7 @@ def test_cv_table_shows_complete_figures_and_references_and_hides_incomplete_mea
     assert incomplete[10] == "incomplete: 4 of 5 folds, 88 of 110 patients"
     assert _line(md, "Buda et al. 2019 (CV)")[7] == "0.820" == f"{PUBLISHED['Buda et al. 2019 (CV)']:.3f}"
     assert _line(md, "human readers")[7] == "0.840"
-    assert _line(md, "predict nothing")[7:9] == ["0.000", "0.000"]
+    assert _line(md, "predict nothing (full LGG)")[7:9] == ["0.000", "0.000"]  # cv_results.csv: no baseline
 
 
 def test_report_of_a_fold_sweep_appends_the_cv_table(tmp_path, monkeypatch):

@@ -150,7 +150,8 @@ def test_markdown_names_the_best_and_the_number_of_ties(table):
     stats = analyse(table, n_boot=300, n_boot_rank=200)
     md = statistics_markdown(stats)
     n_ties = len(stats.comparison.tied) - 1
-    assert f"**{BEST} is best**" in md and f"{n_ties} other(s) not distinguishable from it at alpha 0.05" in md
+    others = f"{n_ties} other{'' if n_ties == 1 else 's'}"
+    assert f"**{BEST} is best**" in md and f"{others} not distinguishable from it at alpha 0.05" in md
     assert "averaged over its 2 seeds" in md and "Friedman test over the 6 configurations" in md
     assert f"Rank stability: {BEST} ranks first in" in md and "of 200 patient bootstraps" in md
     assert "**Depth (encoder)**: the best resnet34 row" in md
@@ -201,7 +202,7 @@ def test_patients_missing_for_one_configuration_are_dropped_and_reported(table):
     assert stats.comparison.n_patients == N_PATIENTS - 3 and set(stats.comparison.dropped) == gone
     n = stats.summary.set_index("config_id")["n_patients"]
     assert n[BIG] == N_PATIENTS - 3 and n[BEST] == N_PATIENTS
-    assert "3 patient(s) scored by only some configurations were dropped" in statistics_markdown(stats)
+    assert "3 patients scored by only some configurations were dropped" in statistics_markdown(stats)
     assert (stats.ranks.counts.sum(axis=1) == 100).all()
 
 

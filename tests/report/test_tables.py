@@ -57,20 +57,20 @@ def test_tables_put_ours_beside_the_paper_with_the_baseline(tmp_path):
     assert diverged.iloc[0]["status"] == "diverged" and diverged.iloc[0]["Dice (paper)"] == 0.812
     not_run = table[(table["lr"] == 1e-3) & (table["encoder"] == "resnet152") & (table["optimizer"] == "sgd")]
     assert not_run.iloc[0]["status"] == "not run" and pd.isna(not_run.iloc[0]["Dice (ours)"])
-    base = table[table["optimizer"] == "predict nothing"]
+    base = table[table["optimizer"] == "predict nothing (full LGG)"]  # no test_baseline_* columns: the reference
     assert len(base) == 3
     assert set(base["Dice (ours)"]) == {0.651} and set(base["Mean IoU (ours)"]) == {0.495}
     # Rows in the paper's order: optimizers adam, sgd, rmsprop; depths ascending; baseline last.
     sec = table[table["lr"] == 1e-3]
     assert list(sec["optimizer"].iloc[:5]) == ["adam"] * 5 and list(sec["encoder"].iloc[:5]) == [
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
-    assert sec["optimizer"].iloc[-1] == "predict nothing"
+    assert sec["optimizer"].iloc[-1] == "predict nothing (full LGG)"
 
     md = paths["markdown"].read_text()
     assert md.index("### Learning rate 0.01") < md.index("### Learning rate 0.001") < md.index(
         "### Learning rate 0.0003")
     assert "| adam | resnet18 | finished | 0.006 | 0.021 | 0.897 | 0.770 | 0.926 | 0.830 | 0.710 | 9.12 | 1.50 |" in md
-    assert "| predict nothing |  | baseline | – | – | – | 0.495 | – | 0.651 | 0.000 | – | – |" in md
+    assert "| predict nothing (full LGG) |  | baseline | – | – | – | 0.495 | – | 0.651 | 0.000 | – | – |" in md
 
 
 def test_bad_results_name_the_missing_columns_and_write_nothing(tmp_path):

@@ -31,7 +31,7 @@ def test_a_diverged_row_reads_diverged_and_short(tmp_path):
     assert cells[3:] == ["0.012", "1.4e+29", "0.778", "diverged", "0.812", "diverged", "diverged", "6.79", "1.20"]
     # A finished row's tiny loss is scientific, not 0.000; its missing paper cells stay "–".
     assert "| adam | resnet18 | finished | 0.006 | 2.3e-05 | 0.887 | 0.770 |" in md
-    assert "| predict nothing |  | baseline | – | – |" in md
+    assert "| predict nothing (full LGG) |  | baseline | – | – |" in md
 
     table = pd.read_csv(paths["csv"])  # the CSV stays numeric for programs
     b = table[(table["optimizer"] == "sgd") & (table["encoder"] == "resnet34") & (table["lr"] == 1e-2)].iloc[0]

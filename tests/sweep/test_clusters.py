@@ -37,7 +37,7 @@ def test_cluster_file_is_valid(name):
     assert prepared["cluster_name"].startswith("orch-")
     head_cmds = " ".join(prepared["head_start_ray_commands"])
     assert "mlflow server" in head_cmds and "MLFLOW_TRACKING_URI" in head_cmds
-    assert "/mnt/shared" in " ".join(prepared["setup_commands"])
+    assert "$ORCH_SHARED" in " ".join(prepared["setup_commands"])
 
 
 def test_gpu_cluster_has_gpu_workers_and_a_head_without_gpus():
@@ -107,8 +107,7 @@ def _exposure_problems(cfg: dict) -> list[str]:
     if "--app-name basic-auth" not in server or "MLFLOW_AUTH_CONFIG_PATH=" not in server:
         problems.append("the MLflow server runs without basic-auth")
     host = re.search(r"--host (\S+)", server)
-    head_ip = cfg["provider"].get("head_ip")
-    if not host or host.group(1) not in (head_ip, "$(hostname"):  # the head's cluster address
+    if not host or host.group(1) != "$RAY_HEAD_IP":  # the head's cluster address
         problems.append(f"the MLflow server listens on {host and host.group(1)!r}, not the head's cluster address")
     return problems
 
@@ -127,24 +126,29 @@ def test_nothing_listens_on_all_interfaces_and_ray_and_mlflow_need_credentials(n
     assert _secret_literals((CLUSTERS / name).read_text()) == []
     # Trials on the workers log to the head's MLflow with credentials from the env file copied to every node.
     assert cfg["file_mounts"]["~/.orch/mlflow.env"].startswith("~/")  # from the user's home, never from the repo
-    for cmd in cfg["head_start_ray_commands"][-1:] + cfg["worker_start_ray_commands"][-1:]:
+    for cmd in [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if "ray start" in c]:
         assert ". ~/.orch/mlflow.env" in cmd and "MLFLOW_TRACKING_URI=http://" in cmd
     for cmd in _commands(cfg):  # the commands are valid shell
         subprocess.run(["bash", "-n", "-c", cmd], check=True)
 
 
+def _edit(key: str, needle: str, old: str, new: str, regex: bool = False):
+    """A change of the cluster file: in the command of ``key`` that contains ``needle``, ``old`` becomes ``new``."""
+    def change(cfg):
+        cmds = cfg[key]
+        (i,) = [i for i, c in enumerate(cmds) if needle in c]
+        cmds[i] = re.sub(old, new, cmds[i]) if regex else cmds[i].replace(old, new)
+    return change
+
+
 @pytest.mark.parametrize("change, problem", [
-    (lambda c: c["head_start_ray_commands"].__setitem__(
-        -1, c["head_start_ray_commands"][-1].replace("127.0.0.1", "0.0.0.0")), "listens on all interfaces"),
-    (lambda c: c["head_start_ray_commands"].__setitem__(
-        -1, c["head_start_ray_commands"][-1].replace(" --dashboard-host=127.0.0.1", "")), "dashboard"),
-    (lambda c: c["worker_start_ray_commands"].__setitem__(
-        -1, c["worker_start_ray_commands"][-1].replace("RAY_AUTH_MODE=token ", "")), "without token"),
+    (_edit("head_start_ray_commands", "ray start", "127.0.0.1", "0.0.0.0"), "listens on all interfaces"),
+    (_edit("head_start_ray_commands", "ray start", " --dashboard-host=127.0.0.1", ""), "dashboard"),
+    (_edit("worker_start_ray_commands", "ray start", "RAY_AUTH_MODE=token ", ""), "without token"),
     (lambda c: c["file_mounts"].pop("~/.ray/auth_token"), "Ray token"),
-    (lambda c: c["head_start_ray_commands"].__setitem__(
-        2, c["head_start_ray_commands"][2].replace("--app-name basic-auth ", "")), "without basic-auth"),
-    (lambda c: c["head_start_ray_commands"].__setitem__(
-        2, re.sub(r"--host \S+", "--host 0.0.0.0", c["head_start_ray_commands"][2])), "listens on '0.0.0.0'"),
+    (_edit("head_start_ray_commands", "mlflow server", "--app-name basic-auth ", ""), "without basic-auth"),
+    (_edit("head_start_ray_commands", "mlflow server", r"--host \S+", "--host 0.0.0.0", regex=True),
+     "listens on '0.0.0.0'"),
 ])
 def test_exposed_cluster_files_are_caught(change, problem):
     cfg = _load("gpu.yaml")
@@ -226,3 +230,71 @@ def test_mlflow_auth_config_is_mounted_valid_and_holds_no_credentials(monkeypatc
     assert (conf.admin_username, conf.admin_password) == ("orch-admin", "from-the-env-file")
     assert conf.default_permission == "NO_PERMISSIONS"  # other users see nothing unless the admin grants it
     assert conf.authorization_function == "mlflow.server.auth:authenticate_request_basic_auth"
+
+
+# --- as written: orch, the settings and a Python >= 3.11 reach every node ------------------------------------------
+
+def _sourced_env(name: str, **env: str) -> dict:
+    """The variables a node's command sees after sourcing the cluster's env file (as `ray up` copies it)."""
+    path = CLUSTERS.parent / _load(name)["file_mounts"]["~/.orch/cluster.env"]
+    out = subprocess.run(["bash", "-c", f'set -a && . "{path}" && env -0'], capture_output=True, text=True,
+                         check=True, env={"HOME": "/home/node", "PATH": "/usr/bin:/bin", **env}).stdout
+    return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+
+
+@pytest.mark.parametrize("name", ["gpu.yaml", "local.yaml"])
+def test_settings_reach_the_nodes_through_the_env_file(name):
+    cfg = _load(name)
+    assert cfg["file_mounts"]["~/.orch/cluster.env"] == f"clusters/{name.replace('.yaml', '.env')}"
+    sourcing = [c for c in _commands(cfg) if "$" in c and "~/.orch/cluster.env" not in c]
+    assert sourcing == [c for c in sourcing if "server.pid" in c]  # every command using a setting reads the file
+    on_head = _sourced_env(name, SSH_CONNECTION="203.0.113.9 50000 10.0.0.10 22")  # laptop -> head
+    assert on_head["RAY_HEAD_IP"] == "10.0.0.10"  # the address `ray up` reached the head at
+    assert on_head["PATH"].startswith("/home/node/orch-venv/bin:")  # orch's environment first
+    on_worker = _sourced_env(name, RAY_HEAD_IP="10.0.0.20", SSH_CONNECTION="10.0.0.20 50000 10.0.0.11 22")
+    assert on_worker["RAY_HEAD_IP"] == "10.0.0.20"  # what Ray exports to the workers' commands wins
+    for key in ("ORCH_VENV", "ORCH_SHARED", "RAY_PORT", "RAY_DASHBOARD_PORT", "MLFLOW_PORT"):
+        assert on_head[key], key
+    text = (CLUSTERS / name).read_text()
+    assert not re.search(r"\b(?!127\.0\.0\.1)\d+\.\d+\.\d+\.\d+\b", " ".join(_commands(cfg)))  # no literal IPs
+    assert "${" not in " ".join(_commands(cfg))  # no laptop-side defaults that never reach the node
+    assert "git+" not in text and "OWNER" not in text
+
+
+def test_gpu_nodes_mount_the_efs_the_env_file_names():
+    cfg = _load("gpu.yaml")
+    env = _sourced_env("gpu.yaml")
+    (mount,) = [c for c in cfg["setup_commands"] if "mount -t nfs4" in c]
+    source, target = re.search(r"-o nfsvers=4\.1 (\S+) (\S+);", mount).groups()
+    echo = f'set -a && . "{CLUSTERS / "gpu.env"}" && echo {source} {target}'
+    expanded = subprocess.run(["bash", "-c", echo], capture_output=True, text=True, check=True).stdout
+    assert expanded.split() == [f"{env['EFS_ID']}.efs.{env['AWS_REGION']}.amazonaws.com:/", "/mnt/shared"]
+    assert env["AWS_REGION"] == cfg["provider"]["region"]
+
+
+@pytest.mark.parametrize("name", ["gpu.yaml", "local.yaml"])
+def test_orch_reaches_the_nodes_from_the_checkout_with_python_311(name):
+    cfg = _load(name)
+    mounts = {remote: local for remote, local in cfg["file_mounts"].items() if remote.startswith("~/orch/")}
+    for local in mounts.values():
+        assert (CLUSTERS.parent / local).exists(), local  # relative to the repository root, where `ray up` runs
+    assert {"pyproject.toml", "orchestrator", "data_prep", "models"} <= set(mounts.values())
+    assert any('pip install -q -e "$HOME/orch[cluster]"' in c for c in cfg["setup_commands"])
+    assert any("sys.version_info >= (3, 11)" in c for c in cfg["setup_commands"])
+    assert re.fullmatch(r"python3\.(1[1-9])", _sourced_env(name)["ORCH_PYTHON"])
+    if name == "gpu.yaml":  # the AMI's Python is 3.10: the nodes install ORCH_PYTHON
+        assert any('apt-get install -y -q "$ORCH_PYTHON" "$ORCH_PYTHON-venv"' in c for c in cfg["setup_commands"])
+
+
+def test_local_cluster_is_a_fixed_pool():
+    cfg = _load("local.yaml")
+    assert cfg["min_workers"] == cfg["max_workers"] == len(cfg["provider"]["worker_ips"])
+
+
+def test_the_cluster_extra_has_what_ray_up_and_job_submit_need():
+    import tomllib
+
+    extras = tomllib.loads((CLUSTERS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!;]", req)[0].strip() for req in extras["cluster"]}
+    assert {"ray[default]", "boto3", "mlflow[auth]"} <= names
+    assert "orch[cluster]" in extras["test"]  # tests/cluster runs `ray up` / `ray job submit`

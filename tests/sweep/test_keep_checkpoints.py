@@ -29,7 +29,7 @@ def _trial(root: Path, tid: str, status: str, score: float | None, best: bool = 
 
 
 def test_keep_top_k_deletes_only_the_others_best_pt(tmp_path):
-    from orchestrator.sweep.runner import _keep_checkpoints
+    from orchestrator.sweep.storage import keep_checkpoints as _keep_checkpoints
 
     df = pd.DataFrame([_trial(tmp_path, "a", "finished", 0.2), _trial(tmp_path, "b", "finished", 0.7),
                        _trial(tmp_path, "c", "diverged", None), _trial(tmp_path, "d", "unfinished", None),

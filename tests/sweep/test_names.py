@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from orchestrator.cli import main
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.grids import GridError, load_grid
-from orchestrator.sweep.runner import _keep_checkpoints
+from orchestrator.sweep.storage import keep_checkpoints as _keep_checkpoints
 from orchestrator.sweep.trial import RUNS_ROOT_ENV, scratch_run_dir
 from tests.sweep.conftest import write_grid
 
