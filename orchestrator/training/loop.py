@@ -323,8 +323,8 @@ def _finish(run: _Run, status: str) -> TrainResult:
         if len(run.data.patients("test")):
             # A cross-validation fold scores every test patient: the folds together must cover the data set.
             max_slices = None if cfg.folds else cfg.max_eval_slices
-            test_split = load_split(run.data, "test", run.device, cfg.image_size, max_slices)
-            test, test_pp = run.evaluate(run.model, test_split)
+            test_split = load_split(run.data, "test", run.device, None, max_slices)  # native masks: scored as predict
+            test, test_pp = run.evaluate(run.model, test_split, image_size=cfg.image_size, baseline=True)
             test = {("test_loss" if k == "val_loss" else k): v for k, v in test.items()}
             per_patient += [{"split": "test", **r} for r in test_pp]
         if run.rank == 0:

@@ -98,8 +98,6 @@ def test_baseline_is_the_empty_prediction_of_the_same_slices(trained, synthetic_
     assert 0.3 < metrics[baseline_key("miou_2class")] < 0.5  # background IoU ~1, tumour IoU 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs orchestrator/training/loop.py to run its test pass natively "
-                   "(load_split(..., None) + evaluate(..., image_size=cfg.image_size, baseline=True))")
 def test_fit_records_the_native_test_metrics(trained, synthetic_prepared):
     """``fit``'s own test figures (result.json, results.csv) are the native ones, with the baseline beside them."""
     model, cfg, _, result = trained

@@ -12,6 +12,7 @@ import torch
 
 from data_prep import PreparedData
 from orchestrator.metrics import EVAL_METRICS
+from orchestrator.results_schema import BASELINE_METRICS, baseline_key
 from orchestrator.training import TrainResult, fit, load_checkpoint, predict_masks
 from tests.training.training_helpers import tiny_cfg
 
@@ -37,7 +38,7 @@ def test_reports_and_result(finished_run):
     assert all(np.isfinite(v) for r in reports for v in r.metrics.values())
     assert result.status == "finished" and result.epochs_completed == 2
     assert result.best_epoch in (1, 2)
-    assert set(result.test) == {*EVAL_METRICS, "test_loss"}
+    assert set(result.test) == {*EVAL_METRICS, "test_loss", *(baseline_key(m) for m in BASELINE_METRICS)}
     assert {r["split"] for r in result.per_patient} == {"val", "test"}
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert TrainResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
