@@ -3,6 +3,8 @@ tests/conftest.py (the tracking tests use them too); the last two are importable
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import TINY, write_grid  # noqa: F401 - re-exported for the sweep tests
@@ -26,3 +28,16 @@ def done_outcome(**counts):
 
     outcome.failure = lambda: SweepOutcome.failure(outcome)  # the real rule, on the mock's counts and results
     return outcome
+
+
+def trial_pids() -> list[int]:
+    """Processes running a Tune function trial (Ray titles them ``ray::ImplicitFunc...``)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if b"ImplicitFunc" in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids

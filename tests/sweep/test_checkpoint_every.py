@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from orchestrator.config import ConfigError, SweepConfig, TrainConfig
 from orchestrator.sweep.plan import TrialPlan, plan_sweep
 from orchestrator.training.checkpoint import read_checkpoint
-from tests.sweep.conftest import TINY, write_grid
+from tests.sweep.conftest import TINY, trial_pids, write_grid
 
 
 def test_checkpoint_every_is_validated_and_reaches_every_trial_plan():
@@ -92,19 +92,6 @@ def test_trial_checkpoints_every_n_epochs_and_resumes_from_the_last_one(prepared
     assert [(e, c) for e, final, c in resumed.rows if not final] == [(3, None), (4, 4), (5, None)]
 
 
-def _trial_pids() -> list[int]:
-    """Processes running a Tune function trial (Ray titles them ``ray::ImplicitFunc...``)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if b"ImplicitFunc" in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds trial processes through /proc")
 def test_killed_trial_resumes_from_its_last_every_n_checkpoint_in_a_ray_sweep(prepared, tmp_path):
@@ -130,7 +117,7 @@ def test_killed_trial_resumes_from_its_last_every_n_checkpoint_in_a_ray_sweep(pr
         deadline = time.time() + 240
         while time.time() < deadline and not driver_saw_epoch_2():
             time.sleep(0.1)
-        for pid in _trial_pids():
+        for pid in trial_pids():
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 

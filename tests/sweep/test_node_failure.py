@@ -15,22 +15,9 @@ from ray.cluster_utils import Cluster
 
 from orchestrator.config import SweepConfig
 from orchestrator.sweep import run_sweep
-from tests.sweep.conftest import TINY, write_grid
+from tests.sweep.conftest import TINY, trial_pids, write_grid
 
 pytestmark = pytest.mark.slow
-
-
-def _trial_pids() -> list[int]:
-    """Processes running a Tune function trial (Ray titles them ``ray::ImplicitFunc...``)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if b"ImplicitFunc" in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
 
 
 def _parent(pid: int) -> int:
@@ -68,7 +55,7 @@ def test_trial_resumes_from_checkpoint_on_surviving_node(prepared, tmp_path, clu
                                                  for c in trial_dir.glob("checkpoint_*")):
             time.sleep(0.1)
         time.sleep(1.0)
-        for pid in _trial_pids():
+        for pid in trial_pids():
             for node in workers:
                 if os.path.exists(f"/proc/{pid}") and _parent(pid) == _raylet_pid(node):
                     removed["node"] = node
