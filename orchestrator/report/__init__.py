@@ -28,6 +28,7 @@ from orchestrator.report.tables import (
     to_markdown,
     write_tables,
 )
+from orchestrator.report.tables import baseline as measured_baseline
 
 
 def write_plots(results: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -58,17 +59,19 @@ def statistics_skipped(patients: pd.DataFrame | None) -> str | None:
 
 
 def write_statistics(patients: pd.DataFrame | None, out_dir: str | os.PathLike,
-                     plots: bool = True) -> dict[str, Path]:
+                     plots: bool = True, baseline: float | None = None) -> dict[str, Path]:
     """The statistics section (``orchestrator.report.stats``: ``stats_*.csv``, ``stats.md`` and its plots) of the
-    per-patient table into ``out_dir``, against the predict-nothing Dice/volume; when it cannot be computed
-    (``statistics_skipped``, or no patient scored by every configuration) ``stats.md`` holds the one line why."""
+    per-patient table into ``out_dir``, against the predict-nothing Dice/volume ``baseline`` (default: the full
+    LGG's, ``BASELINE``; ``write_report`` passes the one measured on the trials' test patients); when it cannot be
+    computed (``statistics_skipped``, or no patient scored by every configuration) ``stats.md`` holds the one line
+    why."""
     from orchestrator.report.stats_report import write_statistics as _write_statistics
 
     why = statistics_skipped(patients)
     if why is None:
         try:
-            return _write_statistics(patients, out_dir, plots, baseline=BASELINE["Dice/volume"], n_boot=N_BOOT,
-                                     n_boot_rank=N_BOOT_RANK)
+            base = BASELINE["Dice/volume"] if baseline is None else baseline
+            return _write_statistics(patients, out_dir, plots, baseline=base, n_boot=N_BOOT, n_boot_rank=N_BOOT_RANK)
         except ResultsError as e:
             why = str(e)
     log.info("statistics skipped: %s", why)
@@ -87,7 +90,8 @@ def write_report(results: pd.DataFrame, out_dir: str | os.PathLike, plots: bool 
     if plots:
         paths.update(write_plots(results, out_dir))
     if patients is not None:
-        paths.update(write_statistics(patients, out_dir, plots))
+        paths.update(write_statistics(patients, out_dir, plots,
+                                      baseline=measured_baseline(results).figures["Dice/volume"]))
     return paths
 
 

@@ -68,6 +68,7 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
     full-grid sweep of the same grid, directory or name) says whether the full grid's winner survived it."""
     from orchestrator.report import write_report
     from orchestrator.report.cv import read_cv_results, write_cv_table
+    from orchestrator.report.tables import baseline
 
     work = Path(workdir or os.getcwd())
     sweep_dir = find_sweep_dir(sweep, storage, work)
@@ -81,7 +82,7 @@ def make_report(sweep: str, out: str | os.PathLike | None = None, storage: str |
     markdown = paths["markdown"].read_text(encoding="utf-8")
     cv = read_cv_results(sweep_dir)  # a sweep run with --folds K: its cross-validation table follows
     if cv is not None:
-        paths["cv_markdown"] = write_cv_table(cv, out_dir)
+        paths["cv_markdown"] = write_cv_table(cv, out_dir, baseline(results.frame))
         markdown += "\n" + paths["cv_markdown"].read_text(encoding="utf-8")
     paths.update(_screening(results.frame, sweep_dir, out_dir, against, storage, work, load, plots))
     if "screening" in paths:

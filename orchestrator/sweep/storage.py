@@ -126,6 +126,7 @@ def check_plan(exp_path: str, filename: str, plans: list[TrialPlan], name: str,
         with fs.open_input_stream(target) as f:
             recorded = json.loads(f.read().decode())
         _check_trials({t["trial_id"]: t["config"] for t in recorded["trials"]}, new, exp_path, name)
+        _check_checkpoint_every(recorded["trials"], plans, exp_path, name)
         if scheduler is None or recorded.get("scheduler") == scheduler:
             return
         if "scheduler" in recorded:
@@ -149,6 +150,16 @@ def _check_trials(old: dict, new: dict, exp_path: str, name: str) -> None:
         detail += f" ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())})"
     raise ConfigError(f"sweep {name!r} in {exp_path} was started with other configurations (differ: "
                       f"{detail}); rerun it with its original grid and options, or choose a new --name")
+
+
+def _check_checkpoint_every(recorded: list[dict], plans: list[TrialPlan], exp_path: str, name: str) -> None:
+    """ConfigError when ``--checkpoint-every`` differs from the recorded plan's: Tune restores each trial's recorded
+    settings, so the new value would silently be ignored (plans recorded before the option: every epoch)."""
+    was = {int(t.get("checkpoint_every", 1)) for t in recorded}
+    now = {p.checkpoint_every for p in plans}
+    if now and was and now != was:
+        raise ConfigError(f"sweep {name!r} in {exp_path} was started with --checkpoint-every {min(was)}, not "
+                          f"{min(now)}; rerun it with --checkpoint-every {min(was)}, or choose a new --name")
 
 
 def _flags(record: dict) -> str:

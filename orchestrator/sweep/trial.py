@@ -18,6 +18,7 @@ fresh run directory and ``fit`` continues from ``last.pt``; a finished run's che
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.config import check_name
+from orchestrator.errors import UserError
 from orchestrator.files import inside
 from orchestrator.sweep.plan import TrialPlan
 from orchestrator.sweep.rows import epoch_metrics, final_metrics
@@ -35,7 +37,7 @@ from orchestrator.sweep.rows import epoch_metrics, final_metrics
 log = logging.getLogger(__name__)
 
 TRIAL_KEY = "trial"  # param_space = {"trial": tune.grid_search([spec, ...])}
-RUNS_ROOT_ENV = "ORCH_RUNS_DIR"  # node-local scratch for run directories (default: the temp dir)
+RUNS_ROOT_ENV = "ORCH_RUNS_DIR"  # node-local scratch for run directories (default: runs_root())
 
 
 def trial_dirname(trial) -> str:
@@ -50,12 +52,30 @@ def trial_resources(config: dict[str, Any]):
     return PlacementGroupFactory([TrialPlan.from_dict(config[TRIAL_KEY]).tune_resources()])
 
 
+def runs_root() -> Path:
+    """The node-local scratch root of this user's trials: ``$ORCH_RUNS_DIR``, else ``<tmp>/orch-runs-<uid>`` (one per
+    user: a shared ``/tmp/orch-runs`` made by one user failed every other user's trials with a PermissionError).
+    A root this user cannot write to is refused with the variable to set."""
+    env = os.environ.get(RUNS_ROOT_ENV)
+    owner = os.getuid() if hasattr(os, "getuid") else getpass.getuser()  # no getuid on Windows
+    root = Path(env) if env else Path(tempfile.gettempdir()) / f"orch-runs-{owner}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the trials' scratch directory {root} ({e.strerror}): set {RUNS_ROOT_ENV} "
+                        "to a node-local directory you can write to") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UserError(f"the trials' scratch directory {root} is not writable by this user: set {RUNS_ROOT_ENV} to a "
+                        "node-local directory you can write to")
+    return root
+
+
 def scratch_run_dir(spec: dict[str, Any], suffix: str = "") -> Path:
     """An empty node-local run directory for this trial (its contents come from the checkpoint, if any).
 
     Keyed by the sweep's storage path so two sweeps of the same name on one node never share a directory.
     """
-    root = Path(os.environ.get(RUNS_ROOT_ENV) or Path(tempfile.gettempdir()) / "orch-runs")
+    root = runs_root()
     key = hashlib.sha1(f"{spec['storage']}/{spec['sweep']}".encode()).hexdigest()[:10]
     sweep_dir = root / f"{check_name('sweep name', spec['sweep'])}-{key}"
     run_dir = inside(sweep_dir / (check_name("trial_id", spec["trial_id"]) + suffix), sweep_dir)
@@ -71,7 +91,7 @@ def local_data(data: str) -> str:
         return data
     import pyarrow.fs as pafs
 
-    root = Path(os.environ.get(RUNS_ROOT_ENV) or Path(tempfile.gettempdir()) / "orch-runs") / "data"
+    root = runs_root() / "data"
     dest = root / hashlib.sha1(data.encode()).hexdigest()[:16]
     if not (dest / "manifest.json").exists():
         root.mkdir(parents=True, exist_ok=True)

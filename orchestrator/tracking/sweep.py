@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,8 @@ from orchestrator.results_schema import BUFFER_DIRNAME, HAS_RESULT, PER_PATIENT_
 from orchestrator.tracking import store
 
 log = logging.getLogger(__name__)
+
+WAIT_ENV = "ORCH_TRACKING_WAIT"  # seconds a sweep waits for a tracking server that does not answer yet
 
 # Files of the sweep directory logged on the parent run under report/, at their relative paths (written by the
 # sweep before it finishes: results.csv, the report's tables and plots, the per-patient table and its statistics,
@@ -78,16 +81,26 @@ class SweepTracker:
         if manifest is not None and manifest.is_file():
             tags.setdefault("orch.data_manifest_sha256", hashlib.sha256(manifest.read_bytes()).hexdigest())
         c = store.client(uri)
-        try:
-            return cls._open(c, uri, experiment, sweep_name, tags, params or {})
-        except Exception as e:
-            if store.is_outage(e):
+        # A server that is still starting (a job submitted right after `ray up`) gets ORCH_TRACKING_WAIT seconds
+        # (default 60) to answer; a SQLite store answers at once or never.
+        deadline = time.monotonic() + (float(os.environ.get(WAIT_ENV, "60")) if store.is_remote(uri) else 0)
+        while True:
+            try:
+                return cls._open(c, uri, experiment, sweep_name, tags, params or {})
+            except Exception as e:
+                if not store.is_outage(e):
+                    raise
+                if time.monotonic() < deadline:
+                    log.warning("waiting for the MLflow server at %s to answer (%.0f s left)", uri,
+                                deadline - time.monotonic())
+                    time.sleep(5)
+                    continue
                 raise store.TrackingError(
                     f"the MLflow tracking store {uri} does not answer ({str(e).splitlines()[0][:200]}): start the "
                     "server (mlflow server --backend-store-uri ... --host ... --port ...) or pass a reachable "
-                    "--tracking-uri; the default is sqlite:///<workdir>/mlflow.db"
+                    f"--tracking-uri (a server gets {WAIT_ENV} seconds, default 60, to start answering); the "
+                    "default is sqlite:///<workdir>/mlflow.db"
                 ) from e
-            raise
 
     @classmethod
     def _open(cls, c, uri, experiment, sweep_name, tags, params) -> "SweepTracker":

@@ -53,17 +53,18 @@ def _why_no_ssh() -> str | None:
     return None
 
 
-def _make_account() -> Path:
-    """The node's account (made when absent, its home emptied); an unlocked password field ('*': no password
-    login) so that sshd without PAM accepts its key."""
+def _make_account() -> tuple[Path, bool]:
+    """The node's account (made when absent, its home emptied) and whether this call made it; an unlocked password
+    field ('*': no password login) so that sshd without PAM accepts its key."""
+    created = False
     try:
         home = Path(pwd.getpwnam(NODE_USER).pw_dir)
     except KeyError:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", NODE_USER], check=True)
-        home = Path(pwd.getpwnam(NODE_USER).pw_dir)
+        home, created = Path(pwd.getpwnam(NODE_USER).pw_dir), True
     subprocess.run(["usermod", "-p", "*", NODE_USER], check=True)
     _empty(home)
-    return home
+    return home, created
 
 
 def _empty(home: Path) -> None:
@@ -154,9 +155,11 @@ def ssh_node(tmp_path) -> SshNode:
         pytest.skip(f"no SSH node on this machine: {why}")
     laptop = tmp_path / "laptop"
     laptop.mkdir()
-    home = _make_account()
+    home, created = _make_account()
     why = _why_node_cannot_use_the_project_venv()
     if why:
+        if created:
+            subprocess.run(["userdel", "--remove", NODE_USER], check=False)
         pytest.skip(f"no SSH node on this machine: {why}")
     key = _authorize_key(home, laptop)
     subprocess.run(["chown", "-R", f"{NODE_USER}:{NODE_USER}", str(home)], check=True)
@@ -173,3 +176,5 @@ def ssh_node(tmp_path) -> SshNode:
             shutil.copy(log, tmp_path / f"node-{log.name}")
         _empty(home)
         shutil.rmtree(RAY_TMP, ignore_errors=True)
+        if created:  # the machine is left as the test found it: no orch-e2e account
+            subprocess.run(["userdel", "--remove", NODE_USER], check=False)

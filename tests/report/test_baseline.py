@@ -139,3 +139,29 @@ def test_statistics_of_one_patient_say_patient(tmp_path):
     assert "1 patients" not in md and "1 test patients" not in md
     assert "on the 1 test patient that all of them scored" in md and "1 patient)" in md
     assert np.isfinite(analyse(table, n_boot=50, n_boot_rank=50).summary["mean"]).all()
+
+
+def test_orch_report_passes_the_measured_baseline_to_the_cv_table_and_the_statistics(tmp_path, monkeypatch):
+    from orchestrator.report import make_report, stats_plots
+
+    sweep = tmp_path / "cvs"
+    sweep.mkdir()
+    results = _results(n=2).assign(**{baseline_key("dice_volume_mean"): 0.25})  # one test patient without tumour
+    results.to_csv(sweep / "results.csv", index=False)
+    pd.DataFrame([{"config_id": r.trial_id, "encoder": r.encoder, "optimizer": r.optimizer, "lr": r.lr,
+                   "loss": "bce", "folds": 5, "folds_finished": 5, "n_patients": 10, "n_expected": 10, "mean": 0.8,
+                   "median": 0.8, "ci95_low": 0.7, "ci95_high": 0.9, "complete": True} for r in results.itertuples()]
+                 ).to_csv(sweep / "cv_results.csv", index=False)
+    pd.DataFrame([{"config_id": r.trial_id, "trial_id": r.trial_id, "encoder": r.encoder, "optimizer": r.optimizer,
+                   "lr": r.lr, "patient": f"P{p}", "split": "test", "fold": None, "seed": None,
+                   "dice_volume": 0.5 + 0.05 * p + 0.1 * i, "tumour_pixels_true": 10, "tumour_pixels_pred": 8}
+                  for i, r in enumerate(results.itertuples()) for p in range(6)]).to_csv(sweep / "per_patient.csv",
+                                                                                       index=False)
+    drawn = []
+    real = stats_plots._baseline
+    monkeypatch.setattr(stats_plots, "_baseline",
+                        lambda ax, base, low, high: (drawn.append(base), real(ax, base, low, high))[1])
+    rep = make_report(str(sweep), plots=True)
+    cv_base = next(ln for ln in rep.paths["cv_markdown"].read_text().splitlines() if "| baseline |" in ln)
+    assert cv_base.startswith("| predict nothing |") and "| 0.250 | 0.250 |" in cv_base
+    assert drawn == [0.25]  # the statistics' CI plot draws the measured predict-nothing Dice/volume, not the LGG 0

@@ -143,3 +143,17 @@ def test_killed_trial_resumes_from_its_last_every_n_checkpoint_in_a_ray_sweep(pr
                                                              for r in reports]
     checkpointed = {r["epoch"] for r in reports if r.get("checkpoint_dir_name") and not r.get("final")}
     assert checkpointed <= {2, 4}, checkpointed
+
+
+def test_resuming_with_another_checkpoint_every_is_refused_naming_the_original(tmp_path):
+    from orchestrator.grids import load_grid
+    from orchestrator.sweep.storage import check_plan
+
+    grid = load_grid("smoke")
+    first = plan_sweep(SweepConfig(grid="smoke", checkpoint_every=3), grid, use_gpus=False)
+    check_plan(str(tmp_path), "orch-sweep.json", first, "s")
+    check_plan(str(tmp_path), "orch-sweep.json", first, "s")  # the same value resumes
+    other = plan_sweep(SweepConfig(grid="smoke", checkpoint_every=5), grid, use_gpus=False)
+    with pytest.raises(ConfigError, match=r"started with --checkpoint-every 3, not 5; rerun it with "
+                                          r"--checkpoint-every 3, or choose a new --name"):
+        check_plan(str(tmp_path), "orch-sweep.json", other, "s")

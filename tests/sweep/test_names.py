@@ -73,3 +73,19 @@ def test_generated_trial_ids_are_valid_names(tmp_path):
     grid = write_grid(tmp_path / "g.csv", [{"encoder": "resnet18", "optimizer": "sgd", "lr": 1e8},
                                            {"encoder": "resnet18", "optimizer": "adam", "lr": 1e-4}])
     assert [e.trial_id for e in load_grid(str(grid))] == ["resnet18-sgd-lr1e+08", "resnet18-adam-lr1e-04"]
+
+
+def test_the_default_scratch_root_is_per_user_and_a_bad_one_names_the_variable(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from orchestrator.errors import UserError
+    from orchestrator.sweep.trial import runs_root
+
+    monkeypatch.delenv(RUNS_ROOT_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert runs_root() == tmp_path / f"orch-runs-{os.getuid()}"  # not one /tmp/orch-runs that another user owns
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(RUNS_ROOT_ENV, str(tmp_path / "a-file" / "runs"))
+    with pytest.raises(UserError, match=r"scratch directory .*a-file/runs .*set ORCH_RUNS_DIR to a node-local"):
+        scratch_run_dir({"storage": "/s", "sweep": "mine", "trial_id": "t1"})

@@ -100,10 +100,36 @@ def test_file_store_refused():
         SweepTracker.open("./mlruns", experiment="x")
 
 
-def test_unreachable_server_at_sweep_start_is_a_clear_error():
+def test_unreachable_server_at_sweep_start_is_a_clear_error(monkeypatch):
+    from orchestrator.tracking.sweep import WAIT_ENV
+
+    monkeypatch.setenv(WAIT_ENV, "0")
     port = __import__("orchestrator.tracking.ui", fromlist=["free_port"]).free_port()
-    with pytest.raises(store.TrackingError, match="does not answer"):
+    with pytest.raises(store.TrackingError, match="does not answer.*ORCH_TRACKING_WAIT seconds"):
         SweepTracker.open(f"http://127.0.0.1:{port}", experiment="x")
+
+
+def test_a_sweep_waits_for_a_server_that_is_still_starting(tmp_path, monkeypatch, caplog):
+    """A job submitted right after `ray up` may reach the head's MLflow before it answers: the sweep waits."""
+    import threading
+
+    from orchestrator.tracking.sweep import WAIT_ENV
+    from orchestrator.tracking.ui import free_port, start_server
+
+    monkeypatch.setenv(WAIT_ENV, "120")
+    port = free_port()
+    servers = []
+    later = threading.Timer(3.0, lambda: servers.append(
+        start_server(f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "art", port=port)))
+    later.start()
+    try:
+        with caplog.at_level("WARNING", logger="orchestrator.tracking.sweep"):
+            st = SweepTracker.open(f"http://127.0.0.1:{port}", experiment="late")
+        assert st.parent_run_id and "waiting for the MLflow server at http://127.0.0.1" in caplog.text
+    finally:
+        later.join()
+        for s in servers:
+            s.stop()
 
 
 def test_http_retries_are_short():
