@@ -14,6 +14,11 @@ FIXED_RANGE = (1e-3, 1e4)  # |v| in [1e-3, 1e4) (or 0) is written in fixed notat
 DIVERGED = "diverged"
 
 
+def count_noun(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` agreeing in number: "1 patient", "3 patients" (``plural``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def fmt_value(v, digits: int = 3, *, missing: str = "-") -> str:
     """``v`` as a person should read it.
 

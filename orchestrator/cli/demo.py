@@ -27,7 +27,7 @@ def demo_cmd(workdir: str, real: str | None, patients: int, grid: str, epochs: i
     """Run the whole product on this machine: data -> prep -> the paper grid scaled down on Ray -> MLflow.
 
     \b
-    Example (a fresh laptop, no GPU, no dataset; about 5 minutes on 2 cores, < 1 GB of disk):
+    Example (a fresh laptop, no GPU, no dataset; 10-25 minutes on 2 cores (BENCHMARKS.md, "Demo"), < 1 GB of disk):
       orch demo
       orch demo --real ~/data/lgg-mri-segmentation/kaggle_3m
     """

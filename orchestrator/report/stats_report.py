@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.files import atomic_write_text
-from orchestrator.fmt import fmt_value
+from orchestrator.fmt import count_noun, fmt_value
 from orchestrator.report.stats import (
     CSV_FILES,
     FACTOR_NAMES,
@@ -33,11 +33,6 @@ def fmt_p(p) -> str:
     if p is None or not np.isfinite(p):
         return "–"
     return f"{p:.1e}" if p < 1e-4 else f"{p:.2g}"
-
-
-def count_noun(n: int, noun: str, plural: str | None = None) -> str:
-    """``n`` and ``noun`` agreeing in number: "1 patient", "3 patients" (``plural``: an irregular plural)."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _pct(share: float) -> str:

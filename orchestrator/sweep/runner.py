@@ -96,6 +96,25 @@ class SweepOutcome:
         return (f"{what} of {len(self.results)} trials: see the error column of {self.results_csv}; fix the cause "
                 "and rerun the same command (finished trials are kept; add --restart-errored to retry errored ones)")
 
+    def _what(self) -> str:
+        """"45 configurations", or with folds/seeds "90 trials of 45 configurations" (a row of results.csv is a
+        trial: one fold or seed of a grid row)."""
+        from orchestrator.fmt import count_noun
+        from orchestrator.grids import config_id
+
+        n = len(self.results)
+        if not n or not {"fold", "seed"} & set(self.results.columns):
+            return count_noun(n, "configuration")
+
+        def opt(v):
+            return None if pd.isna(v) else int(v)
+
+        configs = {config_id(r["trial_id"], opt(r.get("fold")), opt(r.get("seed")))
+                   for r in self.results.to_dict("records")}
+        if len(configs) == n:
+            return count_noun(n, "configuration")
+        return f"{count_noun(n, 'trial')} of {count_noun(len(configs), 'configuration')}"
+
     def summary(self) -> str:
         """One line: counts, time, best configuration by test ``dice_volume_mean``."""
         from orchestrator.fmt import fmt_value
@@ -103,7 +122,7 @@ class SweepOutcome:
         counts = ", ".join(f"{n} {k}" for k, n in self.counts.items()) or "no trials"
         m, s = divmod(int(round(self.elapsed_s)), 60)
         resumed = " (resumed)" if self.restored else ""
-        line = f"sweep {self.name}{resumed}: {len(self.results)} configurations ({counts}) in {m}m{s:02d}s"
+        line = f"sweep {self.name}{resumed}: {self._what()} ({counts}) in {m}m{s:02d}s"
         scored = self.results.dropna(subset=[RANK_BY]) if len(self.results) else self.results
         if len(scored):
             best = scored.loc[pd.to_numeric(scored[RANK_BY]).idxmax()]

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from orchestrator.fmt import count_noun
 from orchestrator.report import paper_results, sweep_plots, write_tables
 from orchestrator.report.cv import cv_markdown
-from orchestrator.report.stats_report import _power_note, count_noun, statistics_markdown
+from orchestrator.report.stats_report import _power_note, statistics_markdown
 from orchestrator.report.tables import REFERENCE_LABEL, baseline
 from orchestrator.results_schema import baseline_key
 

@@ -196,6 +196,7 @@ def test_a_trial_the_scheduler_stopped_is_a_result_not_a_failure():
     from orchestrator.grids import load_grid
     from orchestrator.sweep.plan import plan_sweep
     from orchestrator.sweep.rows import status_counts, trial_row
+    from orchestrator.sweep.rows import status_counts
     from orchestrator.sweep.runner import SweepOutcome
 
     plan = plan_sweep(SweepConfig(grid="smoke"), load_grid("smoke"), use_gpus=False)[0]
@@ -278,3 +279,21 @@ def test_a_screened_sweep_stops_trials_and_reports_them(prepared, tmp_path, monk
         assert run.info.status == "KILLED" and run.data.tags[store.TAG_STATUS] == "stopped_early"
         assert run.data.tags["orch.stopped_epoch"] == str(int(epoch))
     assert (out.results_dir / "screening.md").is_file()
+
+
+def test_the_summary_counts_trials_of_configurations_with_seeds_or_folds(tmp_path):
+    from orchestrator.sweep.rows import status_counts
+    from orchestrator.sweep.runner import SweepOutcome
+
+    def line(rows):
+        df = pd.DataFrame(rows).assign(test_dice_volume_mean=0.5)
+        return SweepOutcome(name="s", sweep_dir="s", results_dir=tmp_path, results=df, counts=status_counts(df),
+                            elapsed_s=61.0, restored=False).summary()
+
+    plain = [{"trial_id": f"resnet18-adam-lr1e-0{k}", "status": "finished"} for k in (2, 3)]
+    assert line(plain).startswith("sweep s: 2 configurations (2 finished) in 1m01s")
+    seeded = [{"trial_id": f"resnet18-adam-lr1e-0{k}-seed{s}", "seed": s, "fold": None, "status": "finished"}
+              for k in (2, 3) for s in (0, 1, 2)]
+    assert line(seeded).startswith("sweep s: 6 trials of 2 configurations (6 finished)")
+    folded = [{"trial_id": f"resnet18-adam-lr1e-03-fold{f}", "fold": f, "status": "finished"} for f in range(1, 6)]
+    assert "5 trials of 1 configurations" not in line(folded) and "5 trials of 1 configuration " in line(folded)
