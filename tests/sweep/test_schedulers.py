@@ -196,7 +196,6 @@ def test_a_trial_the_scheduler_stopped_is_a_result_not_a_failure():
     from orchestrator.grids import load_grid
     from orchestrator.sweep.plan import plan_sweep
     from orchestrator.sweep.rows import status_counts, trial_row
-    from orchestrator.sweep.rows import status_counts
     from orchestrator.sweep.runner import SweepOutcome
 
     plan = plan_sweep(SweepConfig(grid="smoke"), load_grid("smoke"), use_gpus=False)[0]
