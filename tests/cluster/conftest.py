@@ -159,7 +159,7 @@ def ssh_node(tmp_path) -> SshNode:
     why = _why_node_cannot_use_the_project_venv()
     if why:
         if created:
-            subprocess.run(["userdel", "--remove", NODE_USER], check=False)
+            subprocess.run(["userdel", "--remove", NODE_USER], check=False, capture_output=True)
         pytest.skip(f"no SSH node on this machine: {why}")
     key = _authorize_key(home, laptop)
     subprocess.run(["chown", "-R", f"{NODE_USER}:{NODE_USER}", str(home)], check=True)
@@ -177,4 +177,4 @@ def ssh_node(tmp_path) -> SshNode:
         _empty(home)
         shutil.rmtree(RAY_TMP, ignore_errors=True)
         if created:  # the machine is left as the test found it: no orch-e2e account
-            subprocess.run(["userdel", "--remove", NODE_USER], check=False)
+            subprocess.run(["userdel", "--remove", NODE_USER], check=False, capture_output=True)
