@@ -139,11 +139,14 @@ def plan_sweep(cfg: SweepConfig, entries: list[GridEntry], use_gpus: bool) -> li
     return sorted(plans, key=lambda p: -depth.get(p.config.encoder, len(order)))
 
 
-def trial_process_reuse(plans: list[TrialPlan]) -> bool:
-    """Tune's ``reuse_actors``: True when every trial runs in-process on CPUs only. A 45-trial CPU sweep then
-    skips a process start per trial (Python, torch, MLflow: ~9 s each on 2 cores, BENCHMARKS.md "Demo"); the
-    trial trims its heap when it ends (``release_memory``). GPU trials and Ray Train trials get a fresh process."""
-    return all(not p.gpus and not p.workers for p in plans)
+def trial_process_reuse(plans: list[TrialPlan], scheduler: str = "fifo") -> bool:
+    """Tune's ``reuse_actors``: True when every trial runs in-process on CPUs only and no scheduler stops trials
+    (``scheduler`` "fifo"). A 45-trial CPU sweep then skips a process start per trial (Python, torch, MLflow: ~9 s
+    each on 2 cores, BENCHMARKS.md "Demo"); the trial trims its heap when it ends (``release_memory``). GPU trials
+    and Ray Train trials get a fresh process, and so does every trial of a screened sweep: reusing the process of a
+    trial ASHA stopped fails at times ("Could not re-use actor ... reset_config()"), and the sweep then waited
+    10 minutes for a trial Tune never started (measured on the 2-core CI box under load, Ray 2.60)."""
+    return scheduler == "fifo" and all(not p.gpus and not p.workers for p in plans)
 
 
 def default_max_concurrent(plans: list[TrialPlan], cluster: dict[str, float]) -> int:

@@ -273,7 +273,7 @@ def _new_tuner(cfg: SweepConfig, site: _Site, plans: list[TrialPlan], specs: lis
                                     # trim its heap after each trial (without, two reused processes of the
                                     # 45-trial demo grew to 10.9 GB each). Trials with GPUs get a fresh process:
                                     # it returns the CUDA context and cached memory to the trials packed beside it.
-                                    reuse_actors=trial_process_reuse(plans),
+                                    reuse_actors=trial_process_reuse(plans, site.scheduler.kind),
                                     scheduler=build_scheduler(site.scheduler, site.epochs) if site.epochs else None),
         run_config=tune.RunConfig(
             name=site.name, storage_path=site.storage, verbose=0, callbacks=[progress],

@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -151,6 +152,13 @@ def _sweep_and_report(laptop: Laptop, cluster: Path, node: SshNode, ports: dict,
     assert f"results: mlflow:http://127.0.0.1:{ports['mlflow']}#smoke" in report, report  # read from the server
     assert report.count("| finished |") == 4, report
     assert (shared / "sweeps" / "smoke" / "results.csv").is_file()
+    # What the cluster files tell a user to run right before `ray down`: the runs copied to the shared directory,
+    # from which the next head restores them.
+    laptop.run(["ray", "exec", str(cluster), '. ~/.orch/cluster.env && python -m orchestrator.tracking.backup once '
+                '~/mlflow "$ORCH_SHARED/mlflow-backup"'], timeout=120)
+    with sqlite3.connect(f"file:{shared / 'mlflow-backup' / 'mlflow.db'}?mode=ro", uri=True) as db:
+        names = {n for (n,) in db.execute("SELECT name FROM runs")}
+    assert {"smoke", "resnet18-adam-lr1e-03", "resnet34-adam-lr1e-04"} <= names, names
 
 
 @pytest.mark.slow

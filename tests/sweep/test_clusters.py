@@ -299,13 +299,3 @@ def test_the_cluster_extra_has_what_ray_up_and_job_submit_need():
     assert {"ray[default]", "boto3", "mlflow[auth]"} <= names
     assert "orch[cluster]" in extras["test"]  # tests/cluster runs `ray up` / `ray job submit`
 
-
-def test_gpu_clusters_keep_the_mlflow_databases_on_efs():
-    """`ray down` terminates the AWS head with its disk: the run records must live on the shared EFS, where the
-    next `ray up` finds them (the server's working directory holds the basic-auth user database too)."""
-    cfg = _load("gpu.yaml")
-    (server,) = [c for c in cfg["head_start_ray_commands"] if "mlflow server" in c]
-    assert "--backend-store-uri sqlite:///$ORCH_SHARED/mlflow/mlflow.db" in server
-    assert 'cd "$ORCH_SHARED/mlflow" &&' in server  # basic_auth.db is relative to it (mlflow-auth.ini)
-    assert "--artifacts-destination $ORCH_SHARED/" in server
-    assert any('mkdir -p ~/mlflow "$ORCH_SHARED/mlflow"' in c for c in cfg["head_setup_commands"])

@@ -29,6 +29,7 @@ def test_cpu_only_cluster_runs_trials_on_cpus():
     assert {(p.gpus, p.cpus, p.workers) for p in plans} == {(0.0, 2.0, 0)}
     assert default_max_concurrent(plans, {"CPU": 8.0}) == 4
     assert trial_process_reuse(plans)  # a CPU trial's process runs the next one
+    assert not trial_process_reuse(plans, "asha")  # not the process of a trial the scheduler stopped
 
 
 def test_trials_with_gpus_or_ray_train_get_a_fresh_process():
