@@ -194,6 +194,7 @@ def _locate(cfg: SweepConfig, workdir: Path) -> _Site:
     epochs = common_epochs(e.config.epochs for e in entries) if scheduler.kind == "asha" else None
     if epochs is not None:
         scheduler.check(epochs)  # a ConfigError before Ray starts: no rung below the last epoch
+    st.check_options(exp_path, PLAN_FILE, name, scheduler.record(epochs), cfg.checkpoint_every)  # a rerun's options
     return _Site(name=name, entries=entries, data=data, patients=patients, storage=storage, exp_path=exp_path,
                  results_dir=results_dir, restorable=restorable, scheduler=scheduler, epochs=epochs)
 

@@ -113,6 +113,22 @@ def restorable(exp_path: str) -> bool:
     return any(Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json") for i in infos)
 
 
+def check_options(exp_path: str, filename: str, name: str, scheduler: dict, checkpoint_every: int) -> None:
+    """The options a rerun must repeat (scheduler, ``--checkpoint-every``), checked against the recorded plan before
+    Ray starts (``check_plan`` checks the configurations once Ray says which resources there are): a rerun with
+    another scheduler option is refused in a second, not after Ray's ~30 s start. Nothing recorded: nothing to
+    check."""
+    fs, path = _fs(exp_path)
+    target = f"{path}/{filename}"
+    if fs.get_file_info(target).type != pafs.FileType.File:
+        return
+    with fs.open_input_stream(target) as f:
+        recorded = json.loads(f.read().decode())
+    if "scheduler" in recorded and recorded["scheduler"] != scheduler:
+        _scheduler_differs(recorded["scheduler"], scheduler, exp_path, name)
+    _check_every({int(t.get("checkpoint_every", 1)) for t in recorded["trials"]}, {checkpoint_every}, exp_path, name)
+
+
 def check_plan(exp_path: str, filename: str, plans: list[TrialPlan], name: str,
                scheduler: dict | None = None) -> None:
     """Record the planned trials and how they are scheduled (``scheduler``: the options that decide which trials
@@ -126,13 +142,12 @@ def check_plan(exp_path: str, filename: str, plans: list[TrialPlan], name: str,
         with fs.open_input_stream(target) as f:
             recorded = json.loads(f.read().decode())
         _check_trials({t["trial_id"]: t["config"] for t in recorded["trials"]}, new, exp_path, name)
-        _check_checkpoint_every(recorded["trials"], plans, exp_path, name)
+        _check_every({int(t.get("checkpoint_every", 1)) for t in recorded["trials"]},
+                     {p.checkpoint_every for p in plans}, exp_path, name)
         if scheduler is None or recorded.get("scheduler") == scheduler:
             return
         if "scheduler" in recorded:
-            raise ConfigError(f"sweep {name!r} in {exp_path} was started with {_flags(recorded['scheduler'])}, not "
-                              f"{_flags(scheduler)}; rerun it with its original scheduler options, or choose a "
-                              "new --name")
+            _scheduler_differs(recorded["scheduler"], scheduler, exp_path, name)
         _write_plan(fs, path, target, {**recorded, "scheduler": scheduler})
         return
     _write_plan(fs, path, target, {"trials": [p.to_dict() for p in plans],
@@ -152,11 +167,14 @@ def _check_trials(old: dict, new: dict, exp_path: str, name: str) -> None:
                       f"{detail}); rerun it with its original grid and options, or choose a new --name")
 
 
-def _check_checkpoint_every(recorded: list[dict], plans: list[TrialPlan], exp_path: str, name: str) -> None:
+def _scheduler_differs(recorded: dict, scheduler: dict, exp_path: str, name: str) -> None:
+    raise ConfigError(f"sweep {name!r} in {exp_path} was started with {_flags(recorded)}, not {_flags(scheduler)}; "
+                      "rerun it with its original scheduler options, or choose a new --name")
+
+
+def _check_every(was: set[int], now: set[int], exp_path: str, name: str) -> None:
     """ConfigError when ``--checkpoint-every`` differs from the recorded plan's: Tune restores each trial's recorded
     settings, so the new value would silently be ignored (plans recorded before the option: every epoch)."""
-    was = {int(t.get("checkpoint_every", 1)) for t in recorded}
-    now = {p.checkpoint_every for p in plans}
     if now and was and now != was:
         raise ConfigError(f"sweep {name!r} in {exp_path} was started with --checkpoint-every {min(was)}, not "
                           f"{min(now)}; rerun it with --checkpoint-every {min(was)}, or choose a new --name")

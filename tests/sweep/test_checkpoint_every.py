@@ -157,3 +157,37 @@ def test_resuming_with_another_checkpoint_every_is_refused_naming_the_original(t
     with pytest.raises(ConfigError, match=r"started with --checkpoint-every 3, not 5; rerun it with "
                                           r"--checkpoint-every 3, or choose a new --name"):
         check_plan(str(tmp_path), "orch-sweep.json", other, "s")
+
+
+def test_a_rerun_with_other_options_is_refused_before_ray_starts(tmp_path):
+    from orchestrator.grids import load_grid
+    from orchestrator.sweep.schedulers import SchedulerConfig
+    from orchestrator.sweep.storage import check_options, check_plan
+
+    asha = SchedulerConfig("asha", grace_period=1, reduction_factor=2).record(2)
+    check_options(str(tmp_path), "orch-sweep.json", "s", asha, 3)  # nothing recorded yet: a first run
+    check_plan(str(tmp_path), "orch-sweep.json",
+               plan_sweep(SweepConfig(grid="smoke", checkpoint_every=3), load_grid("smoke"), use_gpus=False), "s",
+               asha)
+    check_options(str(tmp_path), "orch-sweep.json", "s", asha, 3)  # the same options resume
+    with pytest.raises(ConfigError, match="started with --checkpoint-every 3, not 1"):
+        check_options(str(tmp_path), "orch-sweep.json", "s", asha, 1)
+    with pytest.raises(ConfigError, match="--reduction-factor 2 .*, not .*--reduction-factor 3"):
+        check_options(str(tmp_path), "orch-sweep.json", "s",
+                      SchedulerConfig("asha", grace_period=1, reduction_factor=3).record(2), 3)
+
+
+def test_the_cli_refuses_another_checkpoint_every_without_starting_ray(tmp_path, prepared):
+    from orchestrator.cli import main
+    from orchestrator.grids import load_grid
+    from orchestrator.sweep.storage import check_plan
+
+    grid = write_grid(tmp_path / "g.csv", [{"encoder": "resnet18", "epochs": 2, **TINY}])
+    plans = plan_sweep(SweepConfig(grid=str(grid), checkpoint_every=2), load_grid(str(grid)), use_gpus=False)
+    check_plan(str(tmp_path / "sweeps" / "g"), "orch-sweep.json", plans, "g")
+    res = CliRunner().invoke(main, ["sweep", "--grid", str(grid), "--data", str(prepared), "--storage",
+                                    str(tmp_path / "sweeps"), "--no-tracking", "--checkpoint-every", "1"])
+    assert res.exit_code == 1 and "was started with --checkpoint-every 2, not 1" in res.output, res.output
+    import ray
+
+    assert not ray.is_initialized()

@@ -170,9 +170,10 @@ def test_a_screened_sweep_killed_and_rerun_keeps_its_rungs_and_its_stopped_trial
         {"encoder": "resnet18", "optimizer": "sgd", "lr": 1e-9, "epochs": 3, **TINY},
         {"encoder": "resnet18", "optimizer": "sgd", "lr": 1e-10, "epochs": 3, **{**TINY, "max_steps": 60}},
     ])
-    args = ["--grid", str(grid), "--data", str(prepared), "--storage", str(tmp_path / "sweeps"), "--max-concurrent",
-            "1", "--scheduler", "asha", "--grace-period", "1", "--reduction-factor", "2", "--asha-metric", "val_loss",
-            "--no-tracking"]  # what is tested here is Tune's and ASHA's state, not MLflow's
+    # --no-tracking: what is tested here is Tune's and ASHA's state, not MLflow's.
+    args = ["--no-tracking", "--grid", str(grid), "--data", str(prepared), "--storage", str(tmp_path / "sweeps"),
+            "--max-concurrent", "1", "--scheduler", "asha", "--grace-period", "1", "--reduction-factor", "2",
+            "--asha-metric", "val_loss"]
     env = os.environ | {"ORCH_PLAIN": "1"}
     exp = tmp_path / "sweeps" / "screen"
     seen: list[str] = []
