@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.fmt import fmt_value
+from orchestrator.fmt import count_noun, fmt_value
 from orchestrator.report.screening import STOPPED_EARLY
 from orchestrator.results_schema import is_number
 from orchestrator.sweep.plan import TrialPlan
@@ -105,7 +105,8 @@ class SweepProgress(Callback):
     def start(self) -> None:
         if self.plain:
             done = self.done()
-            self._say(f"{self.title}: {len(self.states)} trials" + (f", {done} done already" if done else ""))
+            self._say(f"{self.title}: {count_noun(len(self.states), 'trial')}"
+                      + (f", {done} done already" if done else ""))
         elif self.console is not None and self._live is None:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.start()

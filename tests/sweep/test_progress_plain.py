@@ -126,3 +126,11 @@ def test_a_trial_the_scheduler_stopped_shows_as_stopped_early():
     table = io.StringIO()
     Console(file=table, width=200).print(progress.render())
     assert "1/4 trials done" in table.getvalue() and "stopped_early" in table.getvalue()
+
+
+def test_a_one_trial_sweep_says_trial():
+    out = io.StringIO()
+    progress = SweepProgress(_plans()[:1], console=Console(file=out, width=60), title="sweep one")
+    progress.start()
+    progress.stop()
+    assert out.getvalue().splitlines()[0] == "sweep one: 1 trial"
