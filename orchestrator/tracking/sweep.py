@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 
 WAIT_ENV = "ORCH_TRACKING_WAIT"  # seconds a sweep waits for a tracking server that does not answer yet
 
+
+def _wait_s() -> float:
+    """``$ORCH_TRACKING_WAIT`` (default 60) as seconds; a value that is no number of seconds is refused, named."""
+    raw = os.environ.get(WAIT_ENV, "60")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise store.TrackingError(f"{WAIT_ENV}={raw!r} is not a number of seconds >= 0: unset it (default 60) or set "
+                                  "it to the seconds a sweep waits for its tracking server")
+    return seconds
+
+
 # Files of the sweep directory logged on the parent run under report/, at their relative paths (written by the
 # sweep before it finishes: results.csv, the report's tables and plots, the per-patient table and its statistics,
 # and for `orch sweep --folds K` the cv files).
@@ -83,7 +97,7 @@ class SweepTracker:
         c = store.client(uri)
         # A server that is still starting (a job submitted right after `ray up`) gets ORCH_TRACKING_WAIT seconds
         # (default 60) to answer; a SQLite store answers at once or never.
-        deadline = time.monotonic() + (float(os.environ.get(WAIT_ENV, "60")) if store.is_remote(uri) else 0)
+        deadline = time.monotonic() + (_wait_s() if store.is_remote(uri) else 0)
         while True:
             try:
                 return cls._open(c, uri, experiment, sweep_name, tags, params or {})

@@ -107,6 +107,10 @@ def test_unreachable_server_at_sweep_start_is_a_clear_error(monkeypatch):
     port = __import__("orchestrator.tracking.ui", fromlist=["free_port"]).free_port()
     with pytest.raises(store.TrackingError, match="does not answer.*ORCH_TRACKING_WAIT seconds"):
         SweepTracker.open(f"http://127.0.0.1:{port}", experiment="x")
+    for bad in ("soon", "-5", "nan"):
+        monkeypatch.setenv(WAIT_ENV, bad)
+        with pytest.raises(store.TrackingError, match=f"ORCH_TRACKING_WAIT='{bad}' is not a number of seconds"):
+            SweepTracker.open(f"http://127.0.0.1:{port}", experiment="x")
 
 
 def test_a_sweep_waits_for_a_server_that_is_still_starting(tmp_path, monkeypatch, caplog):
